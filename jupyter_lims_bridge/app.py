@@ -1,0 +1,404 @@
+"""The jupyter-lims-bridge server extension: configuration, services and routes.
+
+:class:`LimsBridge` is the ``ExtensionApp``. Its traits are the operator's
+configuration (section ``LimsBridge``; each also read from an environment
+variable ``LIMS_BRIDGE_<NAME>`` so a spawner can configure a user's server
+without files). It builds the services (verifier, workspace, stager, proxy…)
+once and hands them to the handlers through the tornado settings; it holds
+no request logic itself.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp, ExtensionAppJinjaMixin
+from traitlets import (
+    Bool,
+    Dict,
+    Enum,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    Union,
+    default,
+    validate,
+)
+
+from ._version import __version__
+from .claims import KeySet, OpenTokenVerifier, ReplayStore
+from .events import register_event_schemas
+from .opener import Opener
+from .recent import RecentOpens
+from .routes import route_table
+from .staging import DataStager
+from .workspace import Workspace
+
+HERE = Path(__file__).parent
+ENV_PREFIX = "LIMS_BRIDGE_"
+_PORT_RANGE_RE = re.compile(r"^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$")
+
+
+def parse_ports(spec: list[int | str]) -> frozenset[int]:
+    """Expand ``allowed_ports`` (ints and ``"a-b"`` ranges) into a set of ports."""
+    ports: set[int] = set()
+    for item in spec:
+        if isinstance(item, int) and not isinstance(item, bool):
+            low = high = item
+        elif isinstance(item, str) and item.strip().isdigit():
+            low = high = int(item)
+        elif isinstance(item, str) and (m := _PORT_RANGE_RE.match(item)):
+            low, high = int(m.group(1)), int(m.group(2))
+        else:
+            raise ValueError(f"{item!r} is neither a port nor a range 'a-b'")
+        if not (1 <= low <= high <= 65535):
+            raise ValueError(f"{item!r} is not a port range within 1-65535")
+        ports.update(range(low, high + 1))
+    return frozenset(ports)
+
+
+def _from_environment(trait: Any, text: str) -> Any:
+    """Parse the text of a ``LIMS_BRIDGE_*`` variable for ``trait``."""
+    if isinstance(trait, List):
+        stripped = text.strip()
+        if stripped.startswith("["):
+            return json.loads(stripped)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(trait, Dict):
+        return json.loads(text)
+    if isinstance(trait, Bool):
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(trait, Int):
+        return int(text)
+    if isinstance(trait, Float):
+        return float(text)
+    return text
+
+
+class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
+    """Open signed LIMS/ELN deep links as notebooks, stage their data, proxy local ports."""
+
+    name = "lims_bridge"
+    description = __doc__
+    load_other_extensions = True
+    template_paths = [str(HERE / "templates")]  # type: ignore[assignment]
+    static_paths = [str(HERE / "static")]  # type: ignore[assignment]
+
+    # -- who and which tokens -------------------------------------------------
+
+    owner = Unicode(
+        help="""The user an open token's ``sub`` claim must name.
+
+        Default: ``$JUPYTERHUB_USER`` under JupyterHub, else the operating-system
+        account name. Environment: ``LIMS_BRIDGE_OWNER``. Example: ``"alice"``.""",
+    ).tag(config=True)
+
+    @default("owner")
+    def _default_owner(self) -> str:
+        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+    public_keys = List(
+        Unicode(),
+        help="""Public keys (PEM text or paths of PEM files) that verify open tokens.
+
+        Ed25519 (EdDSA), P-256 (ES256) and RSA (RS256) keys. The LIMS keeps the
+        private key; only the public key belongs in the image or the spawner.
+        Default: none. Environment: ``LIMS_BRIDGE_PUBLIC_KEYS`` (JSON list or
+        comma-separated paths). Example: ``["/etc/jupyter/lims-public.pem"]``.""",
+    ).tag(config=True)
+
+    jwks_url = Unicode(
+        None,
+        allow_none=True,
+        help="""A JWKS URL of the LIMS, fetched with a 5 s timeout and cached 5 minutes.
+
+        An unknown ``kid`` refetches it once. Default: none. Environment:
+        ``LIMS_BRIDGE_JWKS_URL``. Example: ``"https://eln.example.org/.well-known/jwks.json"``.""",
+    ).tag(config=True)
+
+    hmac_secret = Unicode(
+        None,
+        allow_none=True,
+        help="""A shared secret that enables HS256 open tokens. Off by default.
+
+        Anyone who can read it can forge links for this server, so under
+        JupyterHub it must be a per-user secret set by the spawner, never one
+        secret for all users. Prefer ``public_keys``. Environment:
+        ``LIMS_BRIDGE_HMAC_SECRET``.""",
+    ).tag(config=True)
+
+    issuers = List(
+        Unicode(),
+        help="""Accepted ``iss`` claims; empty accepts any issuer (still signed by a trusted key).
+
+        Default: ``[]``. Environment: ``LIMS_BRIDGE_ISSUERS``.
+        Example: ``["https://eln.example.org"]``.""",
+    ).tag(config=True)
+
+    audience = Unicode(
+        "jupyter-lims-bridge",
+        help="""The ``aud`` an open token must carry. Default: ``"jupyter-lims-bridge"``.
+        Environment: ``LIMS_BRIDGE_AUDIENCE``.""",
+    ).tag(config=True)
+
+    max_token_lifetime = Int(
+        600,
+        help="""Longest accepted ``exp - iat`` of an open token, in seconds. Default: 600.
+        Environment: ``LIMS_BRIDGE_MAX_TOKEN_LIFETIME``. Example: ``300``.""",
+    ).tag(config=True)
+
+    leeway = Int(
+        30,
+        help="""Clock skew tolerated between the LIMS and this server, in seconds.
+        Default: 30. Environment: ``LIMS_BRIDGE_LEEWAY``.""",
+    ).tag(config=True)
+
+    # -- workspace --------------------------------------------------------------
+
+    workspace_dir = Unicode(
+        "lims",
+        help="""Directory, relative to the server root, where notebooks for ELN entries are made.
+
+        Every notebook and data path stays inside it. Default: ``"lims"``.
+        Environment: ``LIMS_BRIDGE_WORKSPACE_DIR``. Example: ``"eln"``.""",
+    ).tag(config=True)
+
+    templates_dir = Unicode(
+        None,
+        allow_none=True,
+        help="""Directory of notebook templates ``<name>.ipynb`` named by a token's
+        ``notebook.template``. The built-in ``default`` is used when a name is
+        not found there. Cell sources may use ``{{ entity.id }}``-style
+        placeholders (sandboxed Jinja2). Default: none. Environment:
+        ``LIMS_BRIDGE_TEMPLATES_DIR``. Example: ``"/etc/jupyter/lims-templates"``.""",
+    ).tag(config=True)
+
+    open_url = Unicode(
+        "lab/tree/{path}",
+        help="""Where the browser goes after an open, relative to the server's base URL;
+        ``{path}`` is the notebook's URL-escaped path. Default: ``"lab/tree/{path}"``.
+        Environment: ``LIMS_BRIDGE_OPEN_URL``. Example: ``"doc/tree/{path}"``.""",
+    ).tag(config=True)
+
+    @validate("open_url")
+    def _validate_open_url(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"]
+        if "{path}" not in value or "://" in value or value.startswith("/"):
+            raise TraitError("open_url must be a relative URL containing '{path}'")
+        return value
+
+    # -- data -------------------------------------------------------------------
+
+    data_mounts = Dict(
+        value_trait=Unicode(),
+        help="""Mounted data stores: name -> local directory the spawner mounted.
+
+        A data item ``{"mount": name, "path": p}`` is linked from inside that
+        directory only. Default: ``{}``. Environment: ``LIMS_BRIDGE_DATA_MOUNTS``
+        (JSON). Example: ``{"archive": "/mnt/archive"}``.""",
+    ).tag(config=True)
+
+    data_url_prefixes = List(
+        Unicode(),
+        help="""URL prefixes data items may be downloaded from; any other URL is refused.
+
+        Default: ``[]`` (no downloads). Environment: ``LIMS_BRIDGE_DATA_URL_PREFIXES``.
+        Example: ``["https://lims.example.org/files/"]``.""",
+    ).tag(config=True)
+
+    max_download_bytes = Int(
+        10 * 1024**3,
+        help="""Largest accepted download of one data item, in bytes. Default: 10 GiB.
+        Environment: ``LIMS_BRIDGE_MAX_DOWNLOAD_BYTES``. Example: ``1073741824``.""",
+    ).tag(config=True)
+
+    max_concurrent_downloads = Int(
+        4,
+        help="""Downloads running at once on this server; more wait in the queue.
+        Default: 4. Environment: ``LIMS_BRIDGE_MAX_CONCURRENT_DOWNLOADS``.""",
+    ).tag(config=True)
+
+    wait_for_data = Bool(
+        True,
+        help="""Whether the launch page waits for downloads before opening the notebook.
+        ``False`` opens at once and lets data arrive. Default: ``True``.
+        Environment: ``LIMS_BRIDGE_WAIT_FOR_DATA``.""",
+    ).tag(config=True)
+
+    # -- proxy -------------------------------------------------------------------
+
+    allowed_ports = List(
+        Union([Int(), Unicode()]),
+        help="""Local ports reachable through ``lims/proxy/<port>/``: ints and ``"a-b"`` ranges.
+
+        Default: ``[]`` (none). Environment: ``LIMS_BRIDGE_ALLOWED_PORTS``.
+        Example: ``[8050, "9000-9010"]`` or ``LIMS_BRIDGE_ALLOWED_PORTS=8050,9000-9010``.""",
+    ).tag(config=True)
+
+    @validate("allowed_ports")
+    def _validate_allowed_ports(self, proposal: dict[str, Any]) -> list[int | str]:
+        try:
+            parse_ports(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"allowed_ports: {e}") from None
+        return proposal["value"]
+
+    proxy_mode = Enum(
+        ["token", "open", "disabled"],
+        "token",
+        help="""Who may use the port proxy at start-up: ``token`` (the owner's session or
+        a proxy token), ``open`` (anyone who can reach the server) or ``disabled``.
+        The owner can change it at run time. Default: ``"token"``.
+        Environment: ``LIMS_BRIDGE_PROXY_MODE``.""",
+    ).tag(config=True)
+
+    cors_origins = List(
+        Unicode(),
+        help="""Origins whose browsers may call the proxy cross-origin (e.g. the ELN's
+        JavaScript). Default: ``[]``. Environment: ``LIMS_BRIDGE_CORS_ORIGINS``.
+        Example: ``["https://eln.example.org"]``.""",
+    ).tag(config=True)
+
+    embed_origins = List(
+        Unicode(),
+        help="""Origins allowed to embed this server in an iframe (added to the CSP
+        ``frame-ancestors``). Default: ``[]``. Environment: ``LIMS_BRIDGE_EMBED_ORIGINS``.
+        Example: ``["https://eln.example.org"]``.""",
+    ).tag(config=True)
+
+    @validate("cors_origins", "embed_origins")
+    def _validate_origins(self, proposal: dict[str, Any]) -> list[str]:
+        for origin in proposal["value"]:
+            if not re.match(r"^https?://[^/\s;,']+$", origin):
+                raise TraitError(f"{origin!r} is not an origin like 'https://eln.example.org'")
+        return proposal["value"]
+
+    # -- state --------------------------------------------------------------------
+
+    state_dir = Unicode(
+        help="""Directory of the bridge's private state (used ``jti``s, proxy tokens,
+        recent opens), created mode 0700. Default: ``<jupyter data dir>/lims_bridge``.
+        Environment: ``LIMS_BRIDGE_STATE_DIR``.""",
+    ).tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self) -> str:
+        return str(Path(jupyter_data_dir()) / "lims_bridge")
+
+    # ---------------------------------------------------------------------------
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # The environment sits between the defaults and the config files:
+        # config loaded later (update_config) overrides what is set here.
+        self._apply_environment()
+
+    def _apply_environment(self) -> None:
+        for name, trait in self.class_own_traits(config=True).items():
+            text = os.environ.get(ENV_PREFIX + name.upper())
+            if text is None:
+                continue
+            try:
+                setattr(self, name, _from_environment(trait, text))
+            except (ValueError, TraitError) as e:
+                raise TraitError(f"{ENV_PREFIX}{name.upper()}: {e}") from None
+
+    @property
+    def ports(self) -> frozenset[int]:
+        return parse_ports(self.allowed_ports)
+
+    def initialize_settings(self) -> None:
+        state = Path(self.state_dir)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.hmac_secret:
+            self.log.warning(
+                "lims-bridge: HS256 open tokens are enabled by hmac_secret. Anyone who can "
+                "read that secret can forge links for this server: it must be per user."
+            )
+        keys = KeySet(self.public_keys, self.jwks_url, self.hmac_secret)
+        if not keys.configured:
+            self.log.warning(
+                "lims-bridge: no public_keys, jwks_url or hmac_secret configured; "
+                "every open token will be refused."
+            )
+        self.verifier = OpenTokenVerifier(
+            keys=keys,
+            owner=self.owner,
+            audience=self.audience,
+            issuers=self.issuers,
+            max_token_lifetime=self.max_token_lifetime,
+            leeway=self.leeway,
+            replay=ReplayStore(state / "used_jti.json", leeway=self.leeway),
+        )
+        root_dir = Path(self.serverapp.root_dir).expanduser()
+        self.workspace = Workspace(
+            root_dir=root_dir,
+            workspace_dir=self.workspace_dir,
+            templates_dir=self.templates_dir,
+            contents_manager=self.serverapp.contents_manager,
+        )
+        self.stager = DataStager(
+            mounts=self.data_mounts,
+            url_prefixes=self.data_url_prefixes,
+            max_download_bytes=self.max_download_bytes,
+            max_concurrent=self.max_concurrent_downloads,
+            log=self.log,
+        )
+        self.recent = RecentOpens(state / "recent.json")
+        self.event_logger = self.serverapp.event_logger
+        register_event_schemas(self.event_logger)
+        self.opener = Opener(
+            verifier=self.verifier,
+            workspace=self.workspace,
+            stager=self.stager,
+            recent=self.recent,
+            event_logger=self.event_logger,
+            base_url=self.serverapp.base_url,
+            open_url=self.open_url,
+            log=self.log,
+        )
+        self._add_frame_ancestors()
+        self.settings["lims_bridge"] = self
+
+    def _add_frame_ancestors(self) -> None:
+        if not self.embed_origins:
+            return
+        headers = self.serverapp.web_app.settings.setdefault("headers", {})
+        csp = headers.get("Content-Security-Policy") or (
+            "frame-ancestors 'self'; report-uri "
+            + self.serverapp.base_url.rstrip("/")
+            + "/api/security/csp-report"
+        )
+        origins = " ".join(self.embed_origins)
+        if "frame-ancestors" in csp:
+            csp = re.sub(r"frame-ancestors([^;]*)", rf"frame-ancestors\1 {origins}", csp, count=1)
+        else:
+            csp = f"frame-ancestors 'self' {origins}; {csp}"
+        headers["Content-Security-Policy"] = csp
+        self.settings["headers"] = headers
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(route_table())
+
+    async def stop_extension(self) -> None:
+        stager = getattr(self, "stager", None)
+        if stager is not None:
+            await stager.close()
+
+    def status(self) -> dict[str, Any]:
+        """The body of ``GET lims/api/status``."""
+        return {
+            "version": __version__,
+            "owner": self.owner,
+            "proxy": {"mode": self.proxy_mode, "allowedPorts": sorted(self.ports)},
+            "mounts": sorted(self.data_mounts),
+            "recent": self.recent.list(),
+        }

@@ -1,0 +1,490 @@
+"""Open-token verification: keys, JWKS cache, claim checks and the replay store.
+
+The LIMS signs an open token (a JWT); this module decides whether this server
+accepts it, and turns its claims into a typed :class:`OpenRequest`. It owns:
+
+- the verification keys (PEM public keys, a JWKS URL, or - only when the
+  operator configured it - an HMAC secret) and which algorithm each key may use;
+- the checks of DESIGN.md, each mapped to a stable error reason;
+- the ``jti`` replay store, which survives a server restart.
+
+It must not touch the workspace or know about HTTP handlers. It never logs or
+echoes a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .errors import LimsError
+
+#: Asymmetric algorithms accepted by default, and the key types that may verify them.
+ASYMMETRIC_ALGORITHMS = {
+    "EdDSA": ed25519.Ed25519PublicKey,
+    "ES256": ec.EllipticCurvePublicKey,
+    "RS256": rsa.RSAPublicKey,
+}
+HMAC_ALGORITHM = "HS256"
+#: A token larger than this is refused before any parsing (a deep link must fit a URL anyway).
+MAX_TOKEN_BYTES = 16 * 1024
+REGISTERED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti")
+LIMS_CLAIMS = ("entity", "notebook", "data")
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Entity:
+    """The ELN/LIMS entry a token opens."""
+
+    type: str
+    id: str
+    title: str | None = None
+    url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "title": self.title, "url": self.url}
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """What the token asks of the notebook: where, from which template, new or reused."""
+
+    path: str | None = None
+    template: str = "default"
+    new: bool = False
+
+
+@dataclass(frozen=True)
+class DataItem:
+    """One ``data`` entry: either ``mount`` + ``path`` or ``url`` (+ ``sha256``, ``size``)."""
+
+    name: str
+    mount: str | None = None
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """A verified open token, ready for the workspace."""
+
+    sub: str
+    jti: str
+    iat: int
+    exp: int
+    iss: str | None
+    entity: Entity
+    notebook: NotebookSpec
+    data: tuple[DataItem, ...]
+    #: claims this version does not know; kept in the notebook's provenance metadata
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# keys
+
+
+def load_public_key(text_or_path: str) -> Any:
+    """Load a PEM public key given as PEM text or as the path of a PEM file."""
+    text = text_or_path.strip()
+    if not text.startswith("-----BEGIN"):
+        text = Path(text_or_path).expanduser().read_text()
+    key = load_pem_public_key(text.encode())
+    if not isinstance(key, tuple(ASYMMETRIC_ALGORITHMS.values())):
+        raise ValueError(f"unsupported public key type {type(key).__name__}")
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name != "secp256r1":
+        raise ValueError("only P-256 EC keys (ES256) are supported")
+    return key
+
+
+def algorithm_for_key(key: Any) -> str:
+    for alg, key_type in ASYMMETRIC_ALGORITHMS.items():
+        if isinstance(key, key_type):
+            return alg
+    raise ValueError(f"unsupported key type {type(key).__name__}")
+
+
+class KeySet:
+    """The keys that may verify an open token, grouped by algorithm.
+
+    PEM keys are loaded once. A JWKS is fetched in a worker thread (never on the
+    event loop), cached, and refetched once when a token names an unknown ``kid``
+    (PyJWKClient does that refetch).
+    """
+
+    def __init__(
+        self,
+        public_keys: Iterable[str] = (),
+        jwks_url: str | None = None,
+        hmac_secret: str | None = None,
+        jwks_timeout: float = 5.0,
+    ) -> None:
+        self.pem_keys = [load_public_key(k) for k in public_keys]
+        self.hmac_secret = hmac_secret or None
+        self.jwks_client = (
+            jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=jwks_timeout)
+            if jwks_url
+            else None
+        )
+
+    @property
+    def algorithms(self) -> list[str]:
+        algs = {algorithm_for_key(k) for k in self.pem_keys}
+        if self.jwks_client:
+            algs |= set(ASYMMETRIC_ALGORITHMS)
+        if self.hmac_secret:
+            algs.add(HMAC_ALGORITHM)
+        return sorted(algs)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.pem_keys or self.jwks_client or self.hmac_secret)
+
+    async def candidates(self, alg: str, kid: str | None) -> list[Any]:
+        """The keys that may have signed a token with header ``alg`` / ``kid``."""
+        if alg == HMAC_ALGORITHM:
+            return [self.hmac_secret] if self.hmac_secret else []
+        key_type = ASYMMETRIC_ALGORITHMS.get(alg)
+        if key_type is None:
+            return []
+        keys = [k for k in self.pem_keys if isinstance(k, key_type)]
+        if self.jwks_client is not None:
+            keys += await asyncio.to_thread(self._jwks_keys, alg, kid)
+        return keys
+
+    def _jwks_keys(self, alg: str, kid: str | None) -> list[Any]:
+        assert self.jwks_client is not None
+        try:
+            if kid:
+                jwks = [self.jwks_client.get_signing_key(kid)]
+            else:
+                jwks = self.jwks_client.get_signing_keys()
+        except jwt.PyJWKClientError as e:
+            # an unknown kid, or the JWKS endpoint unreachable: both mean this
+            # token cannot be verified now
+            log.warning("lims-bridge: JWKS lookup failed: %s", type(e).__name__)
+            return []
+        key_type = ASYMMETRIC_ALGORITHMS[alg]
+        return [j.key for j in jwks if isinstance(j.key, key_type)]
+
+
+# ---------------------------------------------------------------------------
+# replay store
+
+
+class ReplayStore:
+    """Remembers used ``jti`` values until their token's ``exp`` has passed.
+
+    Persisted as a small JSON file (mode 0600, written atomically) so a server
+    restart does not make a used link usable again. Each entry also remembers
+    the notebook the token opened, so a browser replaying its own link can be
+    sent to the same notebook instead of being refused.
+    """
+
+    def __init__(self, path: Path, leeway: int = 30) -> None:
+        self.path = path
+        self.leeway = leeway
+        self._used: dict[str, dict[str, Any]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            log.warning("lims-bridge: ignoring unreadable replay store %s", self.path)
+            return
+        if isinstance(data, dict):
+            self._used = {k: v for k, v in data.items() if isinstance(v, dict)}
+        self._forget_expired()
+
+    def _forget_expired(self) -> None:
+        horizon = time.time() - self.leeway
+        self._used = {k: v for k, v in self._used.items() if v.get("exp", 0) >= horizon}
+
+    def get(self, jti: str) -> dict[str, Any] | None:
+        return self._used.get(jti)
+
+    def consume(self, jti: str, exp: int, **record: Any) -> bool:
+        """Mark ``jti`` used. Returns False if it already was (check and set in one step)."""
+        if jti in self._used:
+            return False
+        self._forget_expired()
+        self._used[jti] = {"exp": exp, **record}
+        self._save()
+        return True
+
+    def update(self, jti: str, **record: Any) -> None:
+        if jti in self._used:
+            self._used[jti].update(record)
+            self._save()
+
+    def release(self, jti: str) -> None:
+        """Forget ``jti`` again: the open it was consumed for wrote nothing."""
+        if self._used.pop(jti, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        write_private_json(self.path, self._used)
+
+
+def write_private_json(path: Path, data: Any) -> None:
+    """Write JSON atomically to a file only its owner can read (0600 from creation)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# verification
+
+
+class OpenTokenVerifier:
+    """Checks an open token against this server's configuration.
+
+    ``verify`` is pure: it does not consume the ``jti``. The caller consumes it
+    through :attr:`replay` once it is about to act, so a dry run or a launch
+    page render leaves the link usable.
+    """
+
+    def __init__(
+        self,
+        *,
+        keys: KeySet,
+        owner: str,
+        audience: str,
+        issuers: Iterable[str] = (),
+        max_token_lifetime: int = 600,
+        leeway: int = 30,
+        replay: ReplayStore | None = None,
+    ) -> None:
+        self.keys = keys
+        self.owner = owner
+        self.audience = audience
+        self.issuers = list(issuers)
+        self.max_token_lifetime = max_token_lifetime
+        self.leeway = leeway
+        self.replay = replay
+
+    async def verify(self, token: str | None) -> OpenRequest:
+        """Verify ``token`` and return its request, or raise :class:`LimsError`."""
+        claims = await self.verify_signature(token)
+        return self.check_claims(claims)
+
+    async def verify_signature(self, token: str | None) -> dict[str, Any]:
+        """Check signature, times, audience and issuer; return the raw claims."""
+        if not token:
+            raise LimsError("token_missing")
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
+            raise LimsError("token_invalid", "The token is malformed or too large.")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise LimsError("token_invalid", "The token is malformed.") from None
+        alg = header.get("alg")
+        kid = header.get("kid")
+        if alg not in self.keys.algorithms:
+            # covers "none", HS256 without a configured secret (algorithm
+            # confusion: a public key used as an HMAC secret), and unknown algs
+            raise LimsError("token_invalid", "The token's signing algorithm is not accepted.")
+        if kid is not None and not isinstance(kid, str):
+            raise LimsError("token_invalid", "The token's key id is malformed.")
+        keys = await self.keys.candidates(alg, kid)
+        if not keys:
+            raise LimsError("token_invalid", "No key of this server can verify the token.")
+
+        options = {"require": ["exp", "iat", "sub", "aud", "jti"], "verify_nbf": True}
+        for key in keys:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key=key,
+                    algorithms=[alg],
+                    audience=self.audience,
+                    issuer=self.issuers or None,
+                    leeway=self.leeway,
+                    options=options,
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue  # another candidate key may have signed it
+            except jwt.ExpiredSignatureError:
+                raise LimsError("token_expired", "The link has expired.") from None
+            except jwt.ImmatureSignatureError:
+                raise LimsError(
+                    "token_expired", "The token is not valid yet (check the clocks)."
+                ) from None
+            except jwt.InvalidAudienceError:
+                raise LimsError("wrong_audience") from None
+            except jwt.InvalidIssuerError:
+                raise LimsError("unknown_issuer") from None
+            except jwt.MissingRequiredClaimError as e:
+                raise LimsError("token_invalid", f"The token lacks the {e.claim!r} claim.") from None
+            except (jwt.InvalidKeyError, jwt.PyJWTError, ValueError, TypeError):
+                raise LimsError("token_invalid", "The token is malformed.") from None
+        else:
+            raise LimsError("token_invalid", "The token's signature does not verify.")
+
+        self._check_registered(claims)
+        return claims
+
+    def _check_registered(self, claims: dict[str, Any]) -> None:
+        for name in ("sub", "jti"):
+            if not isinstance(claims.get(name), str) or not claims[name]:
+                raise LimsError("token_invalid", f"The token's {name!r} claim is malformed.")
+        for name in ("iat", "exp"):
+            if not isinstance(claims.get(name), int) or isinstance(claims[name], bool):
+                raise LimsError("token_invalid", f"The token's {name!r} claim is malformed.")
+        if claims["exp"] - claims["iat"] > self.max_token_lifetime:
+            raise LimsError(
+                "token_expired",
+                f"The token lives longer than the {self.max_token_lifetime} s this server allows.",
+            )
+        if claims["iat"] > time.time() + self.leeway:
+            raise LimsError("token_expired", "The token was issued in the future (check the clocks).")
+
+    def check_claims(self, claims: dict[str, Any]) -> OpenRequest:
+        """Check owner and LIMS claims of signature-verified ``claims``."""
+        if claims["sub"] != self.owner:
+            # the claims are signed, so the error page may offer the way back to the ELN
+            raise LimsError("wrong_user", claims=claims)
+        try:
+            entity = parse_entity(claims.get("entity"))
+            notebook = parse_notebook(claims.get("notebook"))
+            data = parse_data(claims.get("data"))
+        except LimsError as e:
+            e.claims = claims
+            raise
+        extra = {k: v for k, v in claims.items() if k not in REGISTERED_CLAIMS + LIMS_CLAIMS}
+        return OpenRequest(
+            sub=claims["sub"],
+            jti=claims["jti"],
+            iat=claims["iat"],
+            exp=claims["exp"],
+            iss=claims.get("iss"),
+            entity=entity,
+            notebook=notebook,
+            data=data,
+            extra=extra,
+        )
+
+
+# ---------------------------------------------------------------------------
+# LIMS claims
+
+
+def _bad(message: str) -> LimsError:
+    return LimsError("bad_claims", message)
+
+
+def _optional_str(obj: dict[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad(f"{where}.{key} must be a string.")
+    return value
+
+
+def parse_entity(raw: Any) -> Entity:
+    if not isinstance(raw, dict):
+        raise _bad("The token has no 'entity' object.")
+    for key in ("type", "id"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise _bad(f"entity.{key} must be a non-empty string.")
+    url = _optional_str(raw, "url", "entity")
+    if url is not None and not re.match(r"^https?://", url, re.IGNORECASE):
+        raise _bad("entity.url must be an http(s) URL.")
+    return Entity(
+        type=raw["type"], id=raw["id"], title=_optional_str(raw, "title", "entity"), url=url
+    )
+
+
+def parse_notebook(raw: Any) -> NotebookSpec:
+    if raw is None:
+        return NotebookSpec()
+    if not isinstance(raw, dict):
+        raise _bad("'notebook' must be an object.")
+    path = _optional_str(raw, "path", "notebook")
+    template = _optional_str(raw, "template", "notebook") or "default"
+    new = raw.get("new", False)
+    if not isinstance(new, bool):
+        raise _bad("notebook.new must be true or false.")
+    if path is not None and not path.endswith(".ipynb"):
+        raise _bad("notebook.path must end in .ipynb.")
+    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", template):
+        raise _bad("notebook.template must be a plain template name.")
+    return NotebookSpec(path=path, template=template, new=new)
+
+
+def parse_data(raw: Any) -> tuple[DataItem, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _bad("'data' must be a list.")
+    items = []
+    for i, entry in enumerate(raw):
+        where = f"data[{i}]"
+        if not isinstance(entry, dict):
+            raise _bad(f"{where} must be an object.")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise _bad(f"{where}.name must be a non-empty string.")
+        mount = _optional_str(entry, "mount", where)
+        path = _optional_str(entry, "path", where)
+        url = _optional_str(entry, "url", where)
+        sha256 = _optional_str(entry, "sha256", where)
+        size = entry.get("size")
+        if url is not None:
+            if mount is not None or path is not None:
+                raise _bad(f"{where} must have either 'url' or 'mount' and 'path', not both.")
+            if sha256 is not None and not _SHA256_RE.match(sha256):
+                raise _bad(f"{where}.sha256 must be 64 hexadecimal digits.")
+            if size is not None and (
+                not isinstance(size, int) or isinstance(size, bool) or size < 0
+            ):
+                raise _bad(f"{where}.size must be a non-negative integer.")
+        elif mount is None or path is None:
+            raise _bad(f"{where} must have either 'url' or 'mount' and 'path'.")
+        items.append(
+            DataItem(
+                name=name,
+                mount=mount,
+                path=path,
+                url=url,
+                sha256=sha256.lower() if sha256 else None,
+                size=size,
+            )
+        )
+    names = [item.name for item in items]
+    if len(set(names)) != len(names):
+        raise _bad("Two data items have the same name.")
+    return tuple(items)

@@ -1,0 +1,1 @@
+"""Thin tornado handlers, one module per capability; business logic lives in the managers."""

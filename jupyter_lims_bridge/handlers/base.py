@@ -1,0 +1,109 @@
+"""What every bridge handler shares: access to the services and the one place
+where a :class:`~jupyter_lims_bridge.errors.LimsError` becomes a response.
+
+API handlers answer ``{"message", "reason"}`` JSON; page handlers render the
+error page. A refusal is logged as one INFO line with its reason, never with
+the request's query string (it may hold a token) and never with a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerJinjaMixin, ExtensionHandlerMixin
+
+from ..errors import LimsError
+
+if TYPE_CHECKING:
+    from ..app import LimsBridge
+
+#: The resource name of jupyter_server's authorizer for each capability.
+AUTH_RESOURCE_OPEN = "lims_bridge:open"
+AUTH_RESOURCE_STATUS = "lims_bridge:status"
+AUTH_RESOURCE_STAGING = "lims_bridge:staging"
+AUTH_RESOURCE_TOKENS = "lims_bridge:tokens"
+AUTH_RESOURCE_PROXY = "lims_bridge:proxy"
+
+
+class BridgeMixin:
+    """Access to the extension's services, and quiet logging of refusals."""
+
+    settings: dict[str, Any]
+    request: Any
+    log: Any
+
+    @property
+    def bridge(self) -> LimsBridge:
+        return self.settings["lims_bridge"]
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, LimsError):
+            self.log.info(
+                "lims-bridge: %s %s refused: %s", self.request.method, self.request.path, value.reason
+            )
+            return
+        super().log_exception(typ, value, tb)  # type: ignore[misc]
+
+
+class LimsAPIHandler(BridgeMixin, ExtensionHandlerMixin, APIHandler):
+    """Base of the JSON API handlers."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, LimsError):
+            self.set_status(error.status)
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps(error.to_json()))
+            return
+        super().write_error(status_code, **kwargs)
+
+    def write_json(self, body: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body))
+
+    def get_json_object(self) -> dict[str, Any]:
+        """The request body as a JSON object, or ``bad_request``."""
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except ValueError:
+            raise LimsError("bad_request", "The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise LimsError("bad_request", "The request body must be a JSON object.")
+        return body
+
+
+class LimsPageHandler(BridgeMixin, ExtensionHandlerJinjaMixin, ExtensionHandlerMixin, JupyterHandler):
+    """Base of the HTML page handlers: errors render ``lims_error.html``."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if not isinstance(error, LimsError):
+            super().write_error(status_code, **kwargs)
+            return
+        self.set_status(error.status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(
+            self.render_template(
+                "lims_error.html",
+                error=error,
+                back_url=_signed_entity_url(error.claims),
+                static=self.static_url,
+            )
+        )
+
+
+def _signed_entity_url(claims: dict[str, Any] | None) -> str | None:
+    """``entity.url`` of claims whose signature verified, if it is an http(s) URL."""
+    entity = (claims or {}).get("entity")
+    url = entity.get("url") if isinstance(entity, dict) else None
+    if isinstance(url, str) and url.lower().startswith(("https://", "http://")):
+        return url
+    return None

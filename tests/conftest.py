@@ -1,0 +1,134 @@
+"""Shared fixtures: a real Jupyter server with the bridge enabled, keys, and a signer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_lims_bridge import signing
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+OWNER = "alice"
+
+
+@pytest.fixture(scope="session")
+def key_pair() -> tuple[Any, str]:
+    """An Ed25519 private key and its public PEM text."""
+    private_pem, public_pem = signing.generate_key_pair()
+    return signing.load_private_key(private_pem), public_pem.decode()
+
+
+@pytest.fixture
+def private_key(key_pair):
+    return key_pair[0]
+
+
+@pytest.fixture
+def bridge_config() -> dict[str, Any]:
+    """Extra ``LimsBridge`` config for a test; tests update it before the server starts."""
+    return {}
+
+
+@pytest.fixture
+def data_mount(tmp_path) -> Path:
+    """A mounted data store with one folder and one file."""
+    root = tmp_path / "mnt" / "archive"
+    (root / "2026" / "S-42" / "raw").mkdir(parents=True)
+    (root / "2026" / "S-42" / "raw" / "run1.csv").write_text("a,b\n1,2\n")
+    (root / "plate.csv").write_text("well,value\nA1,0.5\n")
+    return root
+
+
+@pytest.fixture
+def jp_server_config(key_pair, bridge_config, data_mount, tmp_path):
+    config = {
+        "owner": OWNER,
+        "public_keys": [key_pair[1]],
+        "data_mounts": {"archive": str(data_mount)},
+        "state_dir": str(tmp_path / "state"),
+        **bridge_config,
+    }
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_lims_bridge": True},
+            "allow_root": True,
+        },
+        "LimsBridge": config,
+    }
+
+
+@pytest.fixture
+def bridge(jp_serverapp):
+    """The running LimsBridge extension app."""
+    return jp_serverapp.web_app.settings["lims_bridge"]
+
+
+@pytest.fixture
+def sign(private_key):
+    """Sign an open token for the owner; keyword arguments override claims."""
+
+    def _sign(key=None, headers: dict | None = None, **overrides: Any) -> str:
+        claims = signing.make_claims(
+            sub=overrides.pop("sub", OWNER),
+            entity=overrides.pop(
+                "entity",
+                {
+                    "type": "sample",
+                    "id": "S-42",
+                    "title": "Buffer screen 3",
+                    "url": "https://eln.example.org/samples/S-42",
+                },
+            ),
+        )
+        for name, value in overrides.items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        import jwt
+
+        signer = key if key is not None else private_key
+        return jwt.encode(claims, signer, algorithm=signing.algorithm_of(signer), headers=headers)
+
+    return _sign
+
+
+@pytest.fixture
+def open_api(jp_fetch):
+    """POST lims/api/open with only an X-Lims-Token header (no Jupyter credentials)."""
+
+    async def _open(token: str | None, *, dry_run: bool = False, body: dict | None = None):
+        headers = {"Authorization": ""}
+        if token is not None:
+            headers["X-Lims-Token"] = token
+        params = {"dry_run": "1"} if dry_run else {}
+        return await jp_fetch(
+            "lims",
+            "api",
+            "open",
+            method="POST",
+            body=json.dumps(body or {}),
+            headers=headers,
+            params=params,
+            raise_error=False,
+        )
+
+    return _open
+
+
+def files_under(root: Path) -> dict[str, bytes | str]:
+    """Every file and link under ``root`` with its content (a link: its target)."""
+    snapshot: dict[str, bytes | str] = {}
+    if not root.exists():
+        return snapshot
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            snapshot[rel] = "-> " + str(path.readlink())
+        elif path.is_file():
+            snapshot[rel] = path.read_bytes()
+    return snapshot
