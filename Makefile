@@ -1,0 +1,60 @@
+# Two commands: `make demo` and `make test`. Each sets up everything it needs
+# on a clean machine (virtualenv, npm packages, Chromium, configurable-http-proxy).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := build/tools
+CHP := $(TOOLS)/node_modules/.bin/configurable-http-proxy
+PYTEST_ARGS ?=
+
+export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: all demo test test-server test-ui install chromium chp bench clean
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# the package (its build runs npm for the labextension) with test and bench extras
+.stamp-install: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	touch $@
+
+install: .stamp-install
+
+# configurable-http-proxy for the JupyterHub end-to-end tests
+$(CHP):
+	mkdir -p $(TOOLS)
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) configurable-http-proxy@^5
+
+chp: $(CHP)
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser download)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: install
+	$(BIN)/jupyter lims-bridge demo
+
+test: install chp chromium
+	$(BIN)/python -m pytest tests --ignore=tests/ui $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/ui $(PYTEST_ARGS)
+
+test-server: install
+	$(BIN)/python -m pytest tests --ignore=tests/ui --ignore=tests/e2e $(PYTEST_ARGS)
+
+test-ui: install chromium
+	$(BIN)/python -m pytest tests/ui $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/open.py
+	$(BIN)/python bench/staging.py
+	$(BIN)/python bench/proxy.py
+
+clean:
+	rm -rf $(VENV) build .stamp-install labextension/node_modules labextension/lib jupyter_lims_bridge/labextension
