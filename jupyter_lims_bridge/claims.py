@@ -128,8 +128,8 @@ class KeySet:
     """The keys that may verify an open token, grouped by algorithm.
 
     PEM keys are loaded once. A JWKS is fetched in a worker thread (never on the
-    event loop), cached, and refetched once when a token names an unknown ``kid``
-    (PyJWKClient does that refetch).
+    event loop), cached 5 minutes, and refetched once when a token names an
+    unknown ``kid`` (PyJWKClient does that, at most once per cooldown period).
     """
 
     def __init__(
@@ -138,11 +138,20 @@ class KeySet:
         jwks_url: str | None = None,
         hmac_secret: str | None = None,
         jwks_timeout: float = 5.0,
+        jwks_refetch_cooldown: float = 10.0,
     ) -> None:
         self.pem_keys = [load_public_key(k) for k in public_keys]
         self.hmac_secret = hmac_secret or None
         self.jwks_client = (
-            jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=jwks_timeout)
+            # the cooldown bounds how often tokens with made-up kids can make us
+            # refetch the LIMS's JWKS
+            jwt.PyJWKClient(
+                jwks_url,
+                cache_keys=True,
+                lifespan=300,
+                timeout=jwks_timeout,
+                cooldown_duration=jwks_refetch_cooldown,
+            )
             if jwks_url
             else None
         )

@@ -77,11 +77,12 @@ class Opener:
 
     async def open(self, token: str | None, *, dry_run: bool = False) -> dict[str, Any]:
         """Open the entry ``token`` names; the body of ``POST lims/api/open``."""
+        request: OpenRequest | None = None
         try:
             request = await self.verifier.verify(token)
             replay = self.verifier.replay
             if replay is not None and replay.get(request.jti) is not None:
-                raise LimsError("token_replayed", claims=None)
+                raise LimsError("token_replayed")
             plan = self.workspace.plan(request)
             planned = self.stager.plan(
                 request.data, plan.data_dir, plan.data_api_dir, self.workspace.workspace_root
@@ -92,6 +93,8 @@ class Opener:
             else:
                 result = await self._open(request, plan, planned)
         except LimsError as e:
+            if e.claims is None and request is not None:
+                e.claims = _signed_summary(request)
             self._emit_refused(e)
             raise
         action = "dry_run" if dry_run else ("opened" if result["created"] else "reused")
@@ -211,6 +214,16 @@ class Opener:
                 "entityId": _str_or_none(entity.get("id")),
             },
         )
+
+
+def _signed_summary(request: OpenRequest) -> dict[str, Any]:
+    """The verified claims an error page and an event may show."""
+    return {
+        "iss": request.iss,
+        "sub": request.sub,
+        "jti": request.jti,
+        "entity": request.entity.to_json(),
+    }
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -35,7 +35,7 @@ class OpenPageHandler(LimsPageHandler):
             self.render_template(
                 "lims_launch.html",
                 entity=request.entity,
-                token=token,
+                lims_token=token,
                 api_url=self.base_url.rstrip("/") + "/lims/api/open",
                 staging_url=self.base_url.rstrip("/") + "/lims/api/staging",
                 replay_url=opener.notebook_url(replayed_path) if replayed_path else None,
