@@ -12,6 +12,7 @@ Jinja2 environment whose every placeholder is escaped for its cell type.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import unicodedata
@@ -147,6 +148,13 @@ CODE_ENV = _make_environment(_code_literal)
 MARKDOWN_ENV = _make_environment(_markdown_text)
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(is_code: bool, source: str) -> Any:
+    # compiling a cell template costs milliseconds; the same few templates
+    # serve every open
+    return (CODE_ENV if is_code else MARKDOWN_ENV).from_string(source)
+
+
 def render_notebook(template: dict[str, Any], context: dict[str, Any]) -> Any:
     """Render each cell of a template notebook with ``context``; returns a NotebookNode."""
     nb = nbformat.from_dict(template)
@@ -155,15 +163,20 @@ def render_notebook(template: dict[str, Any], context: dict[str, Any]) -> Any:
         source = cell.get("source", "")
         if isinstance(source, list):
             source = "".join(source)
-        env = CODE_ENV if cell.get("cell_type") == "code" else MARKDOWN_ENV
         try:
-            cell["source"] = env.from_string(source).render(**context)
+            cell["source"] = _compiled(cell.get("cell_type") == "code", source).render(**context)
         except TemplateError as e:
             raise RuntimeError(f"notebook template cannot be rendered: {e}") from None
         if cell.get("cell_type") == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
     return nb
+
+
+@functools.lru_cache(maxsize=64)
+def _load_template(path: Path, mtime_ns: int) -> dict[str, Any]:
+    # keyed by mtime: an operator's edit of a template takes effect at once
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------
@@ -230,7 +243,7 @@ class Workspace:
                 continue
             candidate = (folder / f"{name}.ipynb").resolve()
             if candidate.is_relative_to(folder) and candidate.is_file():
-                return json.loads(candidate.read_text(encoding="utf-8"))
+                return _load_template(candidate, candidate.stat().st_mtime_ns)
         raise LimsError("bad_claims", f"There is no notebook template named {name!r}.")
 
     async def exists(self, api_path: str) -> bool:
