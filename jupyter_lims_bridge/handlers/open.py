@@ -8,7 +8,7 @@ up a link. ``POST lims/api/open`` is authenticated by the open token alone.
 
 from __future__ import annotations
 
-from jupyter_server.auth.decorator import allow_unauthenticated
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
 from ..errors import LimsError
@@ -27,6 +27,7 @@ class OpenPageHandler(LimsPageHandler):
         self.set_header("Referrer-Policy", "no-referrer")
 
     @web.authenticated
+    @authorized
     async def get(self) -> None:
         token = self.get_query_argument("lims_token", None)
         request, replayed_path = await self.bridge.opener.inspect(token)
