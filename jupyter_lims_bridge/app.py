@@ -350,6 +350,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             url_prefixes=self.data_url_prefixes,
             max_download_bytes=self.max_download_bytes,
             max_concurrent=self.max_concurrent_downloads,
+            event_logger=self.serverapp.event_logger,
             log=self.log,
         )
         self.recent = RecentOpens(state / "recent.json")
