@@ -1,0 +1,140 @@
+/**
+ * The panel's one copy of the server's URL namespace and response shapes.
+ *
+ * URLs are relative to the server's base URL, exactly as the server's route
+ * table declares them (`jupyter_lims_bridge/routes.py`, `PATTERNS`);
+ * `tests/test_routes_agree.py` checks that the two agree. `{name}` marks a
+ * path parameter. Nothing else in the extension spells a server URL.
+ */
+
+/** The version of this labextension; the server extension must report the same. */
+export const LABEXTENSION_VERSION = '0.1.0';
+
+/** The id prefix of every plugin, command and widget of this extension. */
+export const PLUGIN_NAMESPACE = 'jupyter-lims-bridge';
+
+/** The first path segment of every server URL of the bridge. */
+export const NAMESPACE = 'lims';
+
+/** Route name (camelCase of the server's PATTERNS key) -> URL template. */
+export const URLS = {
+  openPage: 'lims/open',
+  openApi: 'lims/api/open',
+  status: 'lims/api/status',
+  staging: 'lims/api/staging',
+  stagingJob: 'lims/api/staging/{job_id}',
+  tokens: 'lims/api/tokens',
+  token: 'lims/api/tokens/{token_id}',
+  proxyMode: 'lims/api/proxy',
+  proxyAbsolute: 'lims/proxy/absolute/{port}/',
+  proxy: 'lims/proxy/{port}/'
+} as const;
+
+/** The header an external client sends its proxy token in. */
+export const PROXY_TOKEN_HEADER = 'X-Proxy-Token';
+
+/** Notebook metadata key under which the server writes an open's provenance. */
+export const NOTEBOOK_METADATA_KEY = 'lims';
+
+/** Who may use the port proxy. */
+export type ProxyMode = 'token' | 'open' | 'disabled';
+
+export const PROXY_MODES: ReadonlyArray<ProxyMode> = ['token', 'open', 'disabled'];
+
+/** An ELN / LIMS entity, as signed by the LIMS. */
+export interface IEntity {
+  type: string;
+  id: string;
+  title?: string | null;
+  url?: string | null;
+}
+
+/** One line of `recent` in `GET lims/api/status`. */
+export interface IRecentEntry {
+  entity: IEntity;
+  /** The notebook's path relative to the server root. */
+  path: string;
+  /** ISO 8601 UTC. */
+  openedAt: string;
+}
+
+/** `GET lims/api/status`. */
+export interface IStatus {
+  version: string;
+  owner: string;
+  proxy: { mode: ProxyMode; allowedPorts: number[] };
+  mounts: string[];
+  recent: IRecentEntry[];
+}
+
+/** A proxy token as listed (never with its secret). */
+export interface IProxyToken {
+  id: string;
+  name: string;
+  /** Ports the token may reach; null or empty: every allowed port. */
+  ports: number[] | null;
+  createdAt: string | null;
+  expiresAt: string | null;
+  lastUsedAt: string | null;
+}
+
+/** `GET lims/api/tokens`. */
+export interface ITokenList {
+  mode: ProxyMode;
+  allowedPorts: number[];
+  tokens: IProxyToken[];
+}
+
+/** `POST lims/api/tokens` body. */
+export interface ITokenRequest {
+  name: string;
+  ports?: number[];
+  /** Seconds until the token expires; omitted: never. */
+  expiresIn?: number;
+}
+
+/** `POST lims/api/tokens` answer: the only time `token` is ever returned. */
+export interface INewProxyToken {
+  id: string;
+  name: string;
+  token: string;
+  ports: number[] | null;
+  createdAt: string | null;
+  expiresAt: string | null;
+}
+
+/** `PUT lims/api/proxy` answer. */
+export interface IProxyModeReply {
+  mode: ProxyMode;
+}
+
+export type StagingState = 'queued' | 'running' | 'done' | 'failed';
+
+/** One data staging job. */
+export interface IStagingJob {
+  id: string;
+  name: string;
+  path: string;
+  state: StagingState;
+  bytesDone: number;
+  bytesTotal: number | null;
+  reason: string | null;
+}
+
+/** `GET lims/api/staging`. */
+export interface IStagingList {
+  jobs: IStagingJob[];
+}
+
+/** Every error of the bridge's API. */
+export interface IErrorReply {
+  message: string;
+  reason: string;
+}
+
+/** Provenance the server writes under notebook metadata `lims`. */
+export interface INotebookProvenance {
+  entity?: IEntity;
+  openedAt?: string;
+  issuer?: string | null;
+}
