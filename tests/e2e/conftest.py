@@ -1,0 +1,479 @@
+"""A real JupyterHub + configurable-http-proxy on loopback, for end-to-end tests.
+
+The session-scoped ``hub`` fixture starts ``jupyterhub`` (which starts
+``configurable-http-proxy``) in a temporary directory with random ports, a
+sqlite database, ``SharedPasswordAuthenticator`` and ``SimpleLocalProcessSpawner``
+(each user's home under the temporary directory). Each user's single-user server
+runs ``jupyterhub-singleuser`` from this venv with the bridge configured through
+``LIMS_BRIDGE_*`` environment variables, as a spawner would do it in production.
+
+API for tests (see :class:`Hub`)::
+
+    hub.url                      # "http://127.0.0.1:<port>/", the proxy's public URL
+    hub.user_url("alice")        # "http://127.0.0.1:<port>/user/alice/"
+    hub.user_redirect_url        # "http://127.0.0.1:<port>/hub/user-redirect/"
+    hub.home("alice")            # Path of alice's home (= her server's root dir)
+    hub.private_key, hub.public_key   # the LIMS key pair (key object, PEM text)
+    hub.deep_link("alice", entity=...)    # a signed /hub/user-redirect/lims/open?lims_token=…
+    hub.token("alice", entity=...)        # just the signed open token
+    s = hub.login("alice")       # requests.Session logged in through the hub's login form
+    hub.spawn("alice")           # log in if needed, start the server, wait until ready
+    hub.stop("alice")            # stop the server (e.g. to respawn with other env)
+    hub.set_env({"LIMS_BRIDGE_PROXY_MODE": "open"}, user="alice")  # env of later spawns
+    hub.api("GET", "users/alice")   # hub REST API with an admin service token
+    hub.browser_login(page, "alice")  # log a Playwright page in through the form
+
+``hub`` starts only when a test asks for it; tests that need a browser ask for
+``browser`` (one headless Debian Chromium per session) and get pages from
+``page`` (a fresh context per test). When configurable-http-proxy or chromium
+is missing the tests are skipped with the reason, except under ``make test``
+(which installs both), where a missing tool is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from jupyter_lims_bridge import signing
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+#: Ports the single-user servers allow through ``lims/proxy/<port>/`` by default.
+DEFAULT_ALLOWED_PORTS = "18050-18060"
+START_TIMEOUT = 30.0
+SPAWN_TIMEOUT = 60.0
+STOP_TIMEOUT = 15.0
+
+
+def _missing(tool: str, hint: str) -> None:
+    """Skip, or fail when running under ``make`` (which installs every tool)."""
+    message = f"{tool} not found ({hint}); run `make chp chromium` or `make test`"
+    if os.environ.get("MAKELEVEL"):
+        pytest.fail(message + " - under make it must be installed", pytrace=False)
+    pytest.skip(message)
+
+
+def find_chp() -> str | None:
+    local = REPO / "build" / "tools" / "node_modules" / ".bin" / "configurable-http-proxy"
+    if local.exists():
+        return str(local)
+    return shutil.which("configurable-http-proxy")
+
+
+def find_chromium() -> str | None:
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+HUB_CONFIG = r'''
+import json
+from pathlib import Path
+
+c = get_config()  # noqa
+ROOT = Path({root!r})
+
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.pid_file = str(ROOT / "proxy.pid")
+c.JupyterHub.db_url = "sqlite:///" + str(ROOT / "jupyterhub.sqlite")
+c.JupyterHub.cookie_secret_file = str(ROOT / "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = str(ROOT / "jupyterhub.pid")
+c.JupyterHub.cleanup_servers = True
+
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = {password!r}
+c.Authenticator.allow_all = True
+
+c.JupyterHub.services = [{{"name": "e2e", "api_token": {api_token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "admin", "services": ["e2e"]}}]
+
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = str(ROOT / "home" / "{{username}}")
+c.Spawner.cmd = [{singleuser!r}]
+c.Spawner.args = ["--ServerApp.allow_root=True"]
+c.Spawner.start_timeout = {spawn_timeout}
+c.Spawner.http_timeout = {spawn_timeout}
+c.Spawner.default_url = "/lab"
+
+# JupyterLab: no news/update toast over the page under test
+LAB_SETTINGS = {{
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+        {{"fetchNews": "false", "checkForUpdates": False}},
+}}
+
+
+def pre_spawn_hook(spawner):
+    """Environment of the single-user server: the file env.json, read at each spawn."""
+    env_file = ROOT / "env.json"
+    env = json.loads(env_file.read_text()) if env_file.exists() else {{}}
+    spawner.environment.update(env.get("*", {{}}))
+    spawner.environment.update(env.get(spawner.user.name, {{}}))
+    settings = Path(spawner.home_dir) / ".jupyter" / "lab" / "user-settings"
+    for rel, value in LAB_SETTINGS.items():
+        path = settings / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text(json.dumps(value))
+
+
+c.Spawner.pre_spawn_hook = pre_spawn_hook
+'''
+
+
+class Hub:
+    """A running JupyterHub; see the module docstring for the API."""
+
+    password = "e2e-shared-password"
+
+    def __init__(self, root: Path, chp: str) -> None:
+        self.root = root
+        self.chp = chp
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.user_redirect_url = self.url + "hub/user-redirect/"
+        self.api_url = self.url + "hub/api/"
+        self.api_token = secrets.token_hex(32)
+        private_pem, public_pem = signing.generate_key_pair()
+        self.private_key = signing.load_private_key(private_pem)
+        self.public_key = public_pem.decode()
+        self.mount_dir = root / "mnt" / "archive"
+        self._sessions: dict[str, requests.Session] = {}
+        self._env: dict[str, dict[str, str]] = {
+            "*": {
+                "LIMS_BRIDGE_PUBLIC_KEYS": json.dumps([self.public_key]),
+                "LIMS_BRIDGE_ALLOWED_PORTS": DEFAULT_ALLOWED_PORTS,
+                "LIMS_BRIDGE_DATA_MOUNTS": json.dumps({"archive": str(self.mount_dir)}),
+            }
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = root / "jupyterhub.log"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        (self.mount_dir / "2026" / "S-42" / "raw").mkdir(parents=True)
+        (self.mount_dir / "2026" / "S-42" / "raw" / "run1.csv").write_text("a,b\n1,2\n")
+        self._write_env()
+        config = self.root / "jupyterhub_config.py"
+        config.write_text(
+            HUB_CONFIG.format(
+                root=str(self.root),
+                port=self.port,
+                hub_port=free_port(),
+                proxy_api_port=free_port(),
+                chp=self.chp,
+                password=self.password,
+                api_token=self.api_token,
+                singleuser=str(VENV_BIN / "jupyterhub-singleuser"),
+                spawn_timeout=int(SPAWN_TIMEOUT),
+            )
+        )
+        env = dict(os.environ)
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{Path(self.chp).parent}{os.pathsep}{env.get('PATH', '')}"
+        # the hub's own configuration must not leak in from the developer's machine
+        for name in list(env):
+            if name.startswith(("JUPYTERHUB_", "LIMS_BRIDGE_", "JUPYTER_")):
+                del env[name]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "jupyterhub"), "-f", str(config)],
+                cwd=self.root,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(self.api_url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jupyterhub did not answer in {START_TIMEOUT} s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            # SIGTERM: the hub stops the single-user servers and the proxy itself
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        # whatever of the session is left (a proxy, a server, a kernel) goes too
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def extension_errors(self) -> str:
+        """The bridge's load errors in the single-user servers' logs (they go to the hub's log)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        blocks = text.split("\n[")
+        return "\n[".join(b for b in blocks if "jupyter_lims_bridge" in b and ("error" in b or "Traceback" in b))
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- configuration of the single-user servers -------------------------------
+
+    def set_env(self, env: dict[str, str | None], user: str = "*") -> None:
+        """Set (or, with ``None``, remove) environment variables of later spawns,
+        for every user (``"*"``) or one user. Running servers keep their
+        environment: ``hub.stop(name)`` then ``hub.spawn(name)`` to apply."""
+        target = self._env.setdefault(user, {})
+        for name, value in env.items():
+            if value is None:
+                target.pop(name, None)
+            else:
+                target[name] = value
+        self._write_env()
+
+    def _write_env(self) -> None:
+        (self.root / "env.json").write_text(json.dumps(self._env))
+
+    # -- URLs, paths and signing --------------------------------------------------
+
+    def user_url(self, name: str) -> str:
+        return f"{self.url}user/{name}/"
+
+    def home(self, name: str) -> Path:
+        return self.root / "home" / name
+
+    def token(self, sub: str, **claims: Any) -> str:
+        """An open token for ``sub`` signed with the hub's LIMS key
+        (``signing.make_claims`` arguments; ``entity`` has a default)."""
+        claims.setdefault(
+            "entity",
+            {"type": "sample", "id": "S-1", "title": "Sample 1", "url": "https://eln.example.org/samples/S-1"},
+        )
+        return signing.make_token(self.private_key, sub=sub, **claims)
+
+    def deep_link(self, sub: str, **claims: Any) -> str:
+        """``/hub/user-redirect/lims/open?lims_token=…`` for a token made for ``sub``."""
+        return signing.deep_link(self.user_redirect_url, self.token(sub, **claims))
+
+    # -- REST API and users ------------------------------------------------------
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A hub REST API call (``path`` relative to ``/hub/api/``) as an admin service."""
+        headers = {"Authorization": f"token {self.api_token}", **kwargs.pop("headers", {})}
+        kwargs.setdefault("timeout", 10)
+        return requests.request(method, self.api_url + path.lstrip("/"), headers=headers, **kwargs)
+
+    def login(self, name: str) -> requests.Session:
+        """A new ``requests.Session`` logged in as ``name`` through the login form."""
+        session = requests.Session()
+        r = session.get(self.url + "hub/login", timeout=10)
+        r.raise_for_status()
+        xsrf = session.cookies.get("_xsrf", path="/hub/")
+        r = session.post(
+            self.url + "hub/login",
+            data={"username": name, "password": self.password, "_xsrf": xsrf},
+            allow_redirects=False,
+            timeout=10,
+        )
+        if r.status_code != 302:
+            raise AssertionError(f"login of {name} answered {r.status_code}: {r.text[:500]}")
+        self._sessions[f"{name}-{id(session)}"] = session
+        return session
+
+    def server_ready(self, name: str) -> bool:
+        r = self.api("GET", f"users/{name}")
+        if r.status_code == 404:
+            return False
+        r.raise_for_status()
+        server = r.json().get("servers", {}).get("")
+        return bool(server and server.get("ready"))
+
+    def spawn(self, name: str, session: requests.Session | None = None) -> requests.Session:
+        """Start ``name``'s server (logging in if no session is given) and wait
+        until it is ready. Returns the session, which can then reach
+        ``user_url(name)`` (after one page visit completes the OAuth dance)."""
+        session = session or self.login(name)
+        if not self.server_ready(name):
+            r = session.get(self.url + f"hub/spawn/{name}", allow_redirects=False, timeout=30)
+            if r.status_code >= 400:
+                raise AssertionError(f"spawn of {name} answered {r.status_code}: {r.text[:500]}")
+            self.wait_ready(name)
+        return session
+
+    def wait_ready(self, name: str, timeout: float = SPAWN_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.server_ready(name):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}'s server not ready in {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.3)
+        errors = self.extension_errors()
+        if errors:
+            raise AssertionError(f"the bridge failed to load in a single-user server:\n{errors}")
+
+    def stop(self, name: str, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop ``name``'s server and wait until it is gone."""
+        r = self.api("DELETE", f"users/{name}/server")
+        if r.status_code not in (202, 204, 400, 404):
+            r.raise_for_status()
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.api("GET", f"users/{name}")
+            if r.status_code == 404 or not r.json().get("servers"):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}'s server did not stop in {timeout} s")
+            time.sleep(0.2)
+
+    # -- the browser -------------------------------------------------------------
+
+    def browser_login(self, page: Any, name: str) -> None:
+        """Log a Playwright page in as ``name`` through the hub's login form."""
+        page.goto(self.url + "hub/login")
+        page.fill("#username_input", name)
+        page.fill("#password_input", self.password)
+        page.click("#login_submit")
+        page.wait_for_url(lambda url: "/hub/login" not in url, timeout=15_000)
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory) -> Iterator[Hub]:
+    chp = find_chp()
+    if chp is None:
+        _missing("configurable-http-proxy", "build/tools/node_modules/.bin or PATH")
+    root = tmp_path_factory.mktemp("hub")
+    instance = Hub(root, chp)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[None]:
+    # pytest-jupyter's autouse loop fixture would grab (and close) the loop that
+    # Playwright's sync API runs in its greenlet; no test here uses pytest-jupyter.
+    yield None
+
+
+@pytest.fixture
+def jp_server_cleanup() -> Iterator[None]:
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+# Module scope, not session: while Playwright's sync API is active its event loop
+# counts as running in this thread, which would break the pytest-jupyter tests
+# that run after the e2e modules in the same pytest process.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = find_chromium()
+    if executable is None:
+        _missing("chromium", "/usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def page(browser, request, hub) -> Iterator[Any]:
+    """A page in a fresh browser context (no cookies shared between tests).
+
+    When the test fails, its screenshot and the browser console are saved in
+    ``test-artifacts/<test name>.{png,log}``."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"console.{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    page.on("response", lambda r: console.append(f"{r.status} {r.request.method} {_no_token(r.url)}"))
+    try:
+        yield page
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(exist_ok=True)
+            stem = ARTIFACTS / request.node.name
+            try:
+                page.screenshot(path=str(stem.with_suffix(".png")))
+            except Exception:  # the page may be gone; the log still helps
+                pass
+            lines = console + [f"url: {_no_token(page.url)}", hub.extension_errors()]
+            stem.with_suffix(".log").write_text("\n".join(lines))
+        context.close()
+
+
+def _no_token(url: str) -> str:
+    return url.split("lims_token=")[0] + ("lims_token=…" if "lims_token=" in url else "")
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """``test-artifacts/`` (git-ignored), for screenshots."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
