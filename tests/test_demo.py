@@ -1,0 +1,146 @@
+"""``jupyter lims-bridge demo`` end to end: started as a user would, driven over HTTP.
+
+Given the demo running as a subprocess, the ELN page's "Open in Jupyter" links
+open notebooks in its JupyterLab, and SIGTERM stops everything and removes the
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 20.0
+
+
+class RunningDemo:
+    def __init__(self, proc: subprocess.Popen[str], output: list[str]) -> None:
+        self.proc = proc
+        self.output = output
+        self.eln_url = ""
+        self.root = Path()
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+def _read_until_banner(proc: subprocess.Popen[str], output: list[str]) -> None:
+    assert proc.stdout is not None
+    # a thread reads the output, so that waiting for the banner stays bounded
+    threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while "Press Ctrl-C to stop." not in "".join(output):
+        if proc.poll() is not None:
+            time.sleep(0.2)
+            pytest.fail(f"the demo exited with {proc.returncode}:\n{''.join(output)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no banner in {START_TIMEOUT} s:\n{''.join(output)}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def demo() -> Iterator[RunningDemo]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIMS_BRIDGE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_lims_bridge.demo", "--port", "0", "--service-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    running = RunningDemo(proc, output)
+    try:
+        _read_until_banner(proc, output)
+        text = running.text()
+        running.eln_url = re.search(r"Open this URL:\s+(http://127\.0\.0\.1:\d+/)", text).group(1)
+        running.root = Path(re.search(r"files, keys and logs\s+(\S+)", text).group(1))
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+def open_links(page: str, css_class: str) -> dict[str, str]:
+    """entry id -> href of its link with ``css_class`` on the ELN page."""
+    links = {}
+    for section in re.findall(r"<section class='entry' data-entry='([^']+)'>(.*?)</section>", page, re.S):
+        entry_id, body = section
+        match = re.search(rf"<a class='[^']*\b{css_class}\b[^']*' href='([^']+)'", body)
+        if match:
+            links[entry_id] = html.unescape(match.group(1))
+    return links
+
+
+def test_demo_eln_links_open_notebooks_and_sigterm_cleans_up(demo):
+    # Given the demo's ELN page
+    page = requests.get(demo.eln_url, timeout=10)
+    assert page.status_code == 200
+    links = open_links(page.text, "lims-open")
+    assert set(links) >= {"S-1", "S-2", "E-7"}
+    # every load signs fresh links
+    assert open_links(requests.get(demo.eln_url, timeout=10).text, "lims-open")["S-1"] != links["S-1"]
+    link = urlsplit(links["S-1"])
+    lab_url = f"{link.scheme}://{link.netloc}/"
+    token = parse_qs(link.query)["lims_token"][0]
+
+    # When a browser without scripts GETs the deep link
+    launch = requests.get(links["S-1"], timeout=10)
+
+    # Then it gets the launch page, and nothing is created yet
+    assert launch.status_code == 200
+    assert 'id="lims-launch"' in launch.text
+    notebook = demo.root / "notebooks" / "lims" / "sample-S-1" / "S-1.ipynb"
+    assert not notebook.exists()
+
+    # When the open runs (what the launch page's script does, here server to server)
+    r = requests.post(lab_url + "lims/api/open", headers={"X-Lims-Token": token}, timeout=30)
+
+    # Then the notebook for the entry exists, with the mounted data linked beside it
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["path"] == "lims/sample-S-1/S-1.ipynb"
+    assert body["url"] == "/lab/tree/lims/sample-S-1/S-1.ipynb"
+    assert body["data"][0]["name"] == "raw" and body["data"][0]["status"] == "linked"
+    assert notebook.is_file()
+    assert (notebook.parent / "data" / "raw" / "run1.csv").is_file()
+
+    # and the instrument simulator answers
+    instrument = re.search(r"instrument simulator\s+(http://127\.0\.0\.1:\d+)/", demo.text()).group(1)
+    readings = requests.get(instrument + "/api/readings?sample=S-1&n=3", timeout=10).json()
+    assert [r["well"] for r in readings["readings"]] == ["A1", "A2", "A3"]
+
+    # When the demo gets SIGTERM
+    demo.proc.send_signal(signal.SIGTERM)
+
+    # Then it stops everything and removes its directory
+    assert demo.proc.wait(STOP_TIMEOUT) == 0
+    assert not demo.root.exists()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(lab_url + "api/status", timeout=2)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(demo.eln_url, timeout=2)
