@@ -164,3 +164,19 @@ def test_get_of_the_deep_link_has_no_side_effect(hub):
     )
     assert r.status_code == 201, r.text
     assert (hub.home("alice") / "lims" / "sample-S-500" / "S-500.ipynb").is_file()
+
+
+def test_deep_link_for_a_browser_not_logged_in_goes_through_the_hub_login(hub, page):
+    # Given a browser that is not logged in to the hub, and a link the ELN made for carol
+    link = hub.deep_link("carol", entity=entity("S-600", "Logged in on the way"))
+
+    # When it follows the link, and carol logs in on the form the hub shows
+    page.goto(link)
+    page.wait_for_url(re.compile(r"/hub/login\?next="))
+    page.fill("#username_input", "carol")
+    page.fill("#password_input", hub.password)
+    page.click("#login_submit")
+
+    # Then she lands in JupyterLab on the entry's notebook
+    wait_for_url(hub, page, re.compile(r"/user/carol/lab/tree/lims/sample-S-600/S-600\.ipynb$"))
+    assert (hub.home("carol") / "lims" / "sample-S-600" / "S-600.ipynb").is_file()
