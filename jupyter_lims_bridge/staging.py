@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 #: Read and write size of a download, and of hashing a file already on disk.
 CHUNK_SIZE = 1 << 20
+#: Written bytes after which the kernel is asked to start writing them to disk,
+#: so the final fsync waits for little, and a big download does not fill the page cache.
+WRITEBACK_BYTES = 16 << 20
 #: Finished jobs kept for ``GET lims/api/staging`` before the oldest are dropped.
 MAX_FINISHED_JOBS = 500
 #: Redirects followed per request; each hop must stay inside ``data_url_prefixes``.
@@ -526,7 +530,9 @@ class DataStager:
                 raise _JobFailed("conflict", f"A different file named {job.name} appeared; it is kept.")
             offset, validator = self._resumable_offset(job)
             if hasher is None or hashed != offset:
-                hasher = _sha256_prefix(job.partial, offset, self._stopping) if offset else hashlib.sha256()
+                hasher = _new_hasher(job)
+                if offset and job.sha256 is not None:
+                    hasher = _sha256_prefix(job.partial, offset, self._stopping)
                 hashed = offset
             try:
                 hasher = self._fetch(job, offset, validator, hasher)
@@ -661,7 +667,7 @@ class DataStager:
             else:
                 # no Range sent, or the server ignored it: the whole file, from the start
                 if offset:
-                    hasher = hashlib.sha256()
+                    hasher = _new_hasher(job)
                 offset = 0
                 total = length
                 mode = "wb"
@@ -697,7 +703,11 @@ class DataStager:
         done = offset
         job.bytes_done = done
         window_t, window_b = time.monotonic(), done
+        flushed = done
+        writeback = getattr(os, "posix_fadvise", None)
         raw = response.raw
+        # hashing runs beside the transfer in its own thread (hashlib releases the GIL)
+        digest = _HashThread(hasher) if job.sha256 is not None else None
         fd = os.open(job.partial, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC), 0o644)
         try:
             while True:
@@ -730,9 +740,15 @@ class DataStager:
                 written = os.write(fd, chunk)
                 while written < n:
                     written += os.write(fd, memoryview(chunk)[written:])
-                hasher.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 done += n
                 job.bytes_done = done
+                if writeback is not None and done - flushed >= WRITEBACK_BYTES:
+                    # DONTNEED starts asynchronous writeback of these dirty pages (and
+                    # drops them from the cache once written); it never blocks on the disk
+                    writeback(fd, flushed, done - flushed, os.POSIX_FADV_DONTNEED)
+                    flushed = done
                 job.bytes_fetched += n
                 now = time.monotonic()
                 if now - window_t >= 0.5:
@@ -742,6 +758,8 @@ class DataStager:
             os.fsync(fd)
         finally:
             os.close(fd)
+            if digest is not None:
+                digest.close()  # ``hasher`` has now seen exactly the bytes written
         if job.bytes_total is not None and done < job.bytes_total:
             raise _Retry("connection cut")
 
@@ -751,17 +769,18 @@ class DataStager:
             raise _JobFailed(
                 "checksum_mismatch", f"{job.name} has {size} bytes; the entry says {job.size}."
             )
-        digest = hasher.hexdigest()
+        digest = hasher.hexdigest() if job.sha256 is not None else None
         if job.sha256 is not None and digest != job.sha256:
             raise _JobFailed("checksum_mismatch", f"{job.name} does not match its sha256 checksum.")
         job.bytes_done = job.bytes_total = size
         _place(job.partial, job.target, job.name)
         _unlink(job.meta)
-        try:
-            st = job.target.stat()
-            self._verified[job.target] = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
-        except OSError:
-            pass
+        if digest is not None:
+            try:
+                st = job.target.stat()
+                self._verified[job.target] = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
+            except OSError:
+                pass
 
     # -- events ------------------------------------------------------------------
 
@@ -809,6 +828,42 @@ class DataStager:
 
 # ---------------------------------------------------------------------------
 # files
+
+
+class _NoHash:
+    """Stands in for a hasher when the entry gives no sha256: size is all there is to check."""
+
+    def update(self, data: Any) -> None:
+        pass
+
+    def hexdigest(self) -> None:
+        return None
+
+
+def _new_hasher(job: Job) -> Any:
+    return hashlib.sha256() if job.sha256 is not None else _NoHash()
+
+
+class _HashThread:
+    """Feeds ``hasher`` from a thread of its own, so hashing overlaps receiving and
+    writing on another core. The queue is bounded: at most a few chunks in memory."""
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher = hasher
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._run, name="lims-staging-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self.hasher.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
 
 def _sha256_of(path: Path) -> str:
