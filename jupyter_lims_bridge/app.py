@@ -37,6 +37,8 @@ from ._version import __version__
 from .claims import KeySet, OpenTokenVerifier, ReplayStore
 from .events import register_event_schemas
 from .opener import Opener
+from .proxy import ProxySettings
+from .proxy_tokens import AttemptLimiter, ProxyTokenStore
 from .recent import RecentOpens
 from .routes import route_table
 from .staging import DataStager
@@ -267,6 +269,13 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         Example: ``["https://eln.example.org"]``.""",
     ).tag(config=True)
 
+    websocket_max_message_size = Int(
+        10 * 1024 * 1024,
+        help="""Largest websocket message relayed by the port proxy, in bytes, either way;
+        a bigger one closes the session (code 1009). Default: 10 MiB.
+        Environment: ``LIMS_BRIDGE_WEBSOCKET_MAX_MESSAGE_SIZE``. Example: ``67108864``.""",
+    ).tag(config=True)
+
     embed_origins = List(
         Unicode(),
         help="""Origins allowed to embed this server in an iframe (added to the CSP
@@ -366,8 +375,28 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             open_url=self.open_url,
             log=self.log,
         )
+        self.proxy_tokens = ProxyTokenStore(
+            state / "proxy_tokens.json", event_logger=self.event_logger
+        )
+        self._configured_proxy_mode = self.proxy_mode
+        self.proxy_mode = self.proxy_tokens.startup_mode(self.proxy_mode)
+        self.proxy_attempts = AttemptLimiter()
+        self.port_proxy = ProxySettings(
+            mode=self.proxy_mode,
+            ports=self.ports,
+            cors_origins=self.cors_origins,
+            websocket_max_message_size=self.websocket_max_message_size,
+            event_logger=self.event_logger,
+        )
         self._add_frame_ancestors()
         self.settings["lims_bridge"] = self
+
+    def set_proxy_mode(self, mode: str) -> None:
+        """The owner's run-time choice of ``proxy_mode``, kept across restarts
+        (until the operator changes the configured value)."""
+        self.proxy_tokens.save_mode(mode, self._configured_proxy_mode)
+        self.proxy_mode = mode
+        self.port_proxy.mode = mode
 
     def _add_frame_ancestors(self) -> None:
         if not self.embed_origins:
@@ -393,6 +422,10 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         stager = getattr(self, "stager", None)
         if stager is not None:
             await stager.close()
+        if getattr(self, "proxy_tokens", None) is not None:
+            self.proxy_tokens.flush()
+        if getattr(self, "port_proxy", None) is not None:
+            await self.port_proxy.close()
 
     def status(self) -> dict[str, Any]:
         """The body of ``GET lims/api/status``."""

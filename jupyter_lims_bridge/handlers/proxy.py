@@ -1,0 +1,475 @@
+"""``* lims/proxy[/absolute]/<port>/<path>``: who may pass, then hand over to proxy.py.
+
+Thin handlers: they decide whether a request may pass (the owner's Jupyter
+session, an ``X-Proxy-Token``, or anyone in mode ``open``; nobody in
+``disabled``), answer CORS preflights, and wire tornado's request and
+connection to :mod:`jupyter_lims_bridge.proxy`, which does the relaying.
+
+A plain request and a websocket upgrade go to different classes (the route
+class constructs the websocket one when it sees ``Upgrade: websocket``), so
+plain requests do not pay for ``WebSocketHandler``. ``prepare`` does only the
+auth the request needs: a request with a proxy token never touches the
+identity provider, and no proxied request writes an access-log line.
+
+Must not: forward a credential of the user's (proxy.py filters headers), tell
+an unauthenticated caller which ports are allowed (the token is checked
+before the port), or put a token in a log line or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable
+from http.client import responses
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from jupyter_server.auth.decorator import allow_unauthenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import httputil, web, websocket
+from tornado.iostream import StreamClosedError
+
+from .. import proxy
+from ..errors import LimsError
+from .base import AUTH_RESOURCE_PROXY, BridgeMixin
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+_CORS_HEADERS = "X-Proxy-Token, Content-Type"
+# a proxied body has no size limit of ours; tornado's default (100 MiB) would cut it
+_UNLIMITED_BODY = 1 << 62
+
+
+class _ProxyAuthMixin(BridgeMixin):
+    """The decision shared by the HTTP and websocket handlers."""
+
+    absolute = False
+    proxy_via: str = "none"
+    cors_origin: str | None = None
+
+    # annotations for the JupyterHandler attributes used here
+    request: httputil.HTTPServerRequest
+    identity_provider: Any
+    authorizer: Any
+    base_url: str
+
+    def check_xsrf_cookie(self) -> None:
+        # tornado calls this before prepare(); the XSRF check belongs to the
+        # owner-session path only and is made there (a proxy token or mode
+        # "open" carries no ambient credential a cross-site form could abuse)
+        return
+
+    def set_default_headers(self) -> None:
+        # the backend's headers, not Jupyter's CSP, apply to proxied content
+        return
+
+    def _log(self) -> None:
+        # no per-request access-log line for proxied traffic; refusals are
+        # logged once by BridgeMixin.log_exception
+        return
+
+    def proxy_prefix(self, port_text: str) -> str:
+        kind = "proxy/absolute/" if self.absolute else "proxy/"
+        return f"{self.base_url}lims/{kind}{port_text}"
+
+    async def authorize_proxy(self, port_text: str) -> int:
+        """The port to reach, or a :class:`LimsError`; sets ``proxy_via``."""
+        self.current_user = self._jupyter_current_user = None  # type: ignore[attr-defined]
+        if not self.check_host():  # type: ignore[attr-defined]
+            raise web.HTTPError(403)
+        settings = self.bridge.port_proxy
+        port = int(port_text)
+        mode = settings.mode
+        if mode == "disabled":
+            raise LimsError("proxy_disabled")
+        if mode == "open":
+            self.proxy_via = "open"
+        else:
+            token = self.request.headers.get(proxy.TOKEN_HEADER)
+            if token is not None:
+                self._check_token(token, port)
+                self.proxy_via = "token"
+            else:
+                await self._check_session()
+                self.proxy_via = "session"
+        if port not in settings.ports:
+            raise LimsError("port_not_allowed")
+        return port
+
+    def _check_token(self, token: str, port: int) -> None:
+        bridge = self.bridge
+        client = self.request.remote_ip or "?"
+        bridge.proxy_attempts.check(client)
+        try:
+            bridge.proxy_tokens.check(token, port, client)
+        except LimsError as e:
+            if e.reason != "port_not_allowed":  # a valid token used on the wrong port is no guess
+                bridge.proxy_attempts.failed(client)
+            raise
+
+    async def _check_session(self) -> None:
+        user = self.identity_provider.get_user(self)
+        if isinstance(user, Awaitable):
+            user = await user
+        if user is None:
+            raise LimsError("token_missing", "No proxy token was given (header X-Proxy-Token).")
+        self.current_user = self._jupyter_current_user = user  # type: ignore[attr-defined]
+        if not self.authorizer.is_authorized(self, user, "execute", AUTH_RESOURCE_PROXY):
+            raise web.HTTPError(403)
+        if self.request.method not in _SAFE_METHODS:
+            # a cookie-authenticated POST must carry _xsrf like any Jupyter API
+            # (token-authenticated Jupyter requests are exempt, as in Jupyter)
+            JupyterHandler.check_xsrf_cookie(self)  # type: ignore[arg-type]
+
+    def upstream_target(self, port_text: str) -> str:
+        """Path and query for the backend, from the raw (still escaped) request path."""
+        prefix = self.proxy_prefix(port_text)
+        path = self.request.path
+        target = path if self.absolute else (path[len(prefix) :] or "/")
+        query = self.request.query
+        if query and self.proxy_via == "session" and "token=" in query:
+            # the owner's Jupyter token may have come in the query: not the backend's
+            query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
+                               if k != "token"])
+        return f"{target}?{query}" if query else target
+
+    def upstream_headers(self, port: int, prefix: str, *, ws: bool = False) -> httputil.HTTPHeaders:
+        return proxy.request_headers(
+            self.request.headers,
+            port=port,
+            remote_ip=self.request.remote_ip,
+            protocol=self.request.protocol,
+            host=self.request.host,
+            prefix=prefix,
+            drop_authorization=self.proxy_via == "session",
+            websocket=ws,
+        )
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, LimsError):
+            status, body = error.status, error.to_json()
+        elif isinstance(error, web.HTTPError):
+            status = status_code
+            body = {"message": error.log_message or responses.get(status, "Error"),
+                    "reason": error.reason if error.reason != responses.get(status) else None}
+        else:
+            status, body = status_code, {"message": "Unhandled error", "reason": None}
+        self.set_status(status)  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
+        self.set_header("Cache-Control", "no-store")  # type: ignore[attr-defined]
+        if self.cors_origin:
+            self.set_header("Access-Control-Allow-Origin", self.cors_origin)  # type: ignore[attr-defined]
+            self.set_header("Vary", "Origin")  # type: ignore[attr-defined]
+        self.finish(json.dumps(body))  # type: ignore[attr-defined]
+
+
+@web.stream_request_body
+class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
+    """Plain HTTP through the proxy, bodies streamed both ways."""
+
+    auth_resource = AUTH_RESOURCE_PROXY
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+    websocket_class: type[ProxyWebSocketHandler]
+
+    exchange: proxy.UpstreamExchange | None = None
+
+    def __new__(cls, application: Any, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            # a separate class (not a subclass), so Python leaves __init__ to us here
+            return cls.websocket_class(application, request, **kwargs)
+        return super().__new__(cls)
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._transforms = []  # never re-encode a proxied body (e.g. gzip)
+        kwargs = self.path_kwargs
+        port_text = kwargs["port"]
+        origin = self.request.headers.get("Origin")
+        settings = self.bridge.port_proxy
+        if origin and origin in settings.cors_origins:
+            self.cors_origin = origin
+            if (
+                self.request.method == "OPTIONS"
+                and "Access-Control-Request-Method" in self.request.headers
+            ):
+                self._preflight()
+                return
+        port = await self.authorize_proxy(port_text)
+        prefix = self.proxy_prefix(port_text)
+        if not self.absolute and not kwargs.get("proxied_path") and self.request.method in (
+            "GET",
+            "HEAD",
+        ):
+            # relative links of the app only resolve under "<prefix>/"
+            query = self.request.query
+            self.redirect(prefix + "/" + (f"?{query}" if query else ""))
+            return
+        headers = self.upstream_headers(port, prefix)
+        req_headers = self.request.headers
+        if "Content-Length" in req_headers:
+            body = "length"
+        elif "Transfer-Encoding" in req_headers:
+            body = "chunked"  # tornado de-chunks the client's body; we re-frame it
+        else:
+            body = "none"
+        if body != "none":
+            self.request.connection.set_max_body_size(_UNLIMITED_BODY)  # type: ignore[union-attr]
+        self.exchange = proxy.UpstreamExchange(settings.pool, port)
+        self._port, self._prefix = port, prefix
+        try:
+            await self.exchange.start(
+                self.request.method or "GET", self.upstream_target(port_text), headers, body
+            )
+        except proxy.BackendUnavailable:
+            self.exchange = None
+            raise LimsError("backend_unavailable") from None
+
+    def _preflight(self) -> None:
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.set_header("Access-Control-Allow-Origin", self.cors_origin)
+        self.set_header("Access-Control-Allow-Methods", _CORS_METHODS)
+        requested = self.request.headers.get("Access-Control-Request-Headers")
+        allowed = _CORS_HEADERS + (f", {requested}" if requested else "")
+        self.set_header("Access-Control-Allow-Headers", allowed)
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_header("Vary", "Origin")
+        self.finish()
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.exchange is None:
+            return None
+        return self.exchange.send(chunk)
+
+    def on_connection_close(self) -> None:
+        if self.exchange is not None and self.exchange.stream is not None:
+            # the client left: the upstream connection is mid-exchange, drop it
+            self.exchange.reusable = False
+            self.exchange.stream.close()
+
+    def on_finish(self) -> None:
+        if self.exchange is not None:
+            self.exchange.done()
+
+    async def _relay(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            return
+        exchange.end_body()
+        method = self.request.method or "GET"
+        try:
+            start, upstream_headers = await exchange.read_head(method)
+        except proxy.BackendUnavailable:
+            raise LimsError("backend_unavailable") from None
+        framing = exchange.body_framing()
+        headers = proxy.response_headers(
+            upstream_headers,
+            port=self._port,
+            prefix=self._prefix,
+            absolute=self.absolute,
+            cors_origin=self.cors_origin,
+        )
+        length = upstream_headers.get("Content-Length")
+        if length is not None and framing in ("length", "none") and start.code != 204:
+            headers["Content-Length"] = length
+        pass_chunked = (
+            proxy.FAST_PATH and framing == "chunked" and self.request.version == "HTTP/1.1"
+        )
+        if pass_chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        self.set_status(start.code, start.reason or responses.get(start.code, "Unknown"))
+        self._set_response_headers(headers)
+        connection = self.request.connection
+        try:
+            await self.flush()
+        except StreamClosedError:
+            return
+        if pass_chunked:
+            # the backend's chunk framing goes out as it came (tested tornado versions)
+            connection._chunking_output = False  # type: ignore[union-attr]
+        try:
+            await exchange.relay_body(connection.write, pass_chunked=pass_chunked)  # type: ignore[union-attr]
+        except proxy.BackendUnavailable:
+            # the head is out; ending cleanly would pass a truncated body off as
+            # complete, so abort the client connection instead
+            if not connection.stream.closed():  # type: ignore[union-attr]
+                self.log.warning("lims-bridge: proxy: port %s failed mid-body", self._port)
+                connection.stream.close()  # type: ignore[union-attr]
+        self.bridge.port_proxy.touch_activity(self.settings)
+        self.finish()
+
+    def _set_response_headers(self, headers: httputil.HTTPHeaders) -> None:
+        if proxy.FAST_PATH:
+            self._headers = headers
+            return
+        for name in ("Content-Type", "Server", "Date"):
+            self.clear_header(name)
+        for name, value in headers.get_all():
+            self.add_header(name, value)
+
+    @allow_unauthenticated
+    async def get(self, port: str, proxied_path: str | None = None) -> None:
+        await self._relay()
+
+    @allow_unauthenticated
+    async def head(self, port: str, proxied_path: str | None = None) -> None:
+        await self._relay()
+
+    @allow_unauthenticated
+    async def post(self, port: str, proxied_path: str | None = None) -> None:
+        await self._relay()
+
+    @allow_unauthenticated
+    async def put(self, port: str, proxied_path: str | None = None) -> None:
+        await self._relay()
+
+    @allow_unauthenticated
+    async def patch(self, port: str, proxied_path: str | None = None) -> None:
+        await self._relay()
+
+    @allow_unauthenticated
+    async def delete(self, port: str, proxied_path: str | None = None) -> None:
+        await self._relay()
+
+    @allow_unauthenticated
+    async def options(self, port: str, proxied_path: str | None = None) -> None:  # type: ignore[override]
+        await self._relay()
+
+
+class ProxyWebSocketHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler,
+                            websocket.WebSocketHandler):
+    """A websocket relayed both ways; the backend is connected first."""
+
+    auth_resource = AUTH_RESOURCE_PROXY
+    upstream: proxy.UpstreamWebSocket | None = None
+    _session_started: float | None = None
+    _messages = 0
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        port_text = self.path_kwargs["port"]
+        port = await self.authorize_proxy(port_text)
+        prefix = self.proxy_prefix(port_text)
+        self._port, self._path = port, self.request.path
+        header = self.request.headers.get("Sec-WebSocket-Protocol", "")
+        offered = [p.strip() for p in header.split(",") if p.strip()]
+        try:
+            self.upstream = await proxy.connect_websocket(
+                port,
+                self.upstream_target(port_text),
+                self.upstream_headers(port, prefix, ws=True),
+                offered,
+                self.max_message_size,
+            )
+        except proxy.BackendUnavailable:
+            raise LimsError("backend_unavailable") from None
+        self.upstream.on_upstream_ping = self._forward_upstream_ping
+
+    @property
+    def max_message_size(self) -> int:  # type: ignore[override]
+        return self.bridge.port_proxy.websocket_max_message_size
+
+    def check_origin(self, origin: str = "") -> bool:
+        if self.proxy_via == "session":
+            # an ambient credential: refuse cross-site websocket hijacking as Jupyter does
+            return JupyterHandler.check_origin(self, origin)
+        return True
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        chosen = self.upstream.selected_subprotocol if self.upstream else None
+        return chosen if chosen in subprotocols else None
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return None
+
+    @allow_unauthenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        # This handler runs under ProxyHandler's streaming-body delegate: let
+        # tornado finish reading the (empty) request first, or it would close
+        # the connection after the 101 as "answered before the body was read".
+        body_read = getattr(self.request, "_body_future", None)
+        if body_read is not None:
+            await body_read
+        await super().get(*args, **kwargs)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        settings = self.bridge.port_proxy
+        self._session_started = settings.session_started(
+            self._port, self._path, self.proxy_via, self.selected_subprotocol
+        )
+        self._pump_task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        settings = self.bridge.port_proxy
+        while True:
+            message = await upstream.read_message()
+            if message is None:
+                break
+            self._messages += 1
+            settings.touch_activity(self.settings)
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except (websocket.WebSocketClosedError, StreamClosedError):
+                break
+        if self.ws_connection is not None and not self.ws_connection.is_closing():
+            self.close(proxy.sendable_close_code(upstream.close_code), upstream.close_reason)
+
+    async def on_message(self, message: str | bytes) -> None:  # type: ignore[override]
+        upstream = self.upstream
+        if upstream is None:
+            return
+        self._messages += 1
+        self.bridge.port_proxy.touch_activity(self.settings)
+        try:
+            await upstream.write_message(message, binary=isinstance(message, bytes))
+        except (websocket.WebSocketClosedError, StreamClosedError):
+            self.close(1011, "backend closed")
+
+    def on_ping(self, data: bytes) -> None:
+        if self.upstream is not None:
+            try:
+                self.upstream.ping(data)
+            except websocket.WebSocketClosedError:
+                pass
+
+    def _forward_upstream_ping(self, data: bytes) -> None:
+        try:
+            self.ping(data)
+        except websocket.WebSocketClosedError:
+            pass
+
+    def on_close(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close(proxy.sendable_close_code(self.close_code), self.close_reason)
+        if self._session_started is not None:
+            self.bridge.port_proxy.session_ended(
+                self._port, self._path, self.proxy_via, self._session_started,
+                self._messages, self.close_code,
+            )
+            self._session_started = None
+
+    def on_finish(self) -> None:
+        # tornado "finishes" the 101 answer too; only a handshake that failed
+        # after the backend was connected (e.g. a refused origin) ends it here
+        if self.upstream is not None and self.get_status() != 101:
+            self.upstream.close()
+
+
+ProxyHandler.websocket_class = ProxyWebSocketHandler
+
+
+class AbsoluteProxyWebSocketHandler(ProxyWebSocketHandler):
+    absolute = True
+
+
+class AbsoluteProxyHandler(ProxyHandler):
+    absolute = True
+    websocket_class = AbsoluteProxyWebSocketHandler
+
+
+def proxy_routes(absolute_pattern: str, pattern: str) -> list[tuple[str, Any]]:
+    """The proxy's routes; the absolute one first, since ``pattern`` would match it too."""
+    return [(absolute_pattern, AbsoluteProxyHandler), (pattern, ProxyHandler)]

@@ -1,0 +1,67 @@
+"""The owner's API for the port proxy: proxy tokens and the proxy mode.
+
+``GET/POST lims/api/tokens``, ``DELETE lims/api/tokens/<id>`` and
+``PUT lims/api/proxy``. Jupyter authentication and XSRF as every Jupyter API;
+the token store (proxy_tokens.py) does the work and emits the events.
+"""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from ..errors import LimsError
+from .base import AUTH_RESOURCE_PROXY, AUTH_RESOURCE_TOKENS, LimsAPIHandler
+
+
+class TokensHandler(LimsAPIHandler):
+    auth_resource = AUTH_RESOURCE_TOKENS
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        bridge = self.bridge
+        self.write_json(
+            {
+                "mode": bridge.port_proxy.mode,
+                "allowedPorts": sorted(bridge.port_proxy.ports),
+                "tokens": bridge.proxy_tokens.list(),
+            }
+        )
+
+    @web.authenticated
+    @authorized
+    def post(self) -> None:
+        body = self.get_json_object()
+        created = self.bridge.proxy_tokens.create(
+            body.get("name"),
+            body.get("ports"),
+            body.get("expiresIn"),
+            allowed_ports=self.bridge.port_proxy.ports,
+        )
+        self.set_header("Location", f"{self.base_url}lims/api/tokens/{created['id']}")
+        self.write_json(created, status=201)
+
+
+class TokenHandler(LimsAPIHandler):
+    auth_resource = AUTH_RESOURCE_TOKENS
+
+    @web.authenticated
+    @authorized
+    def delete(self, token_id: str) -> None:
+        self.bridge.proxy_tokens.revoke(token_id)
+        self.set_status(204)
+        self.finish()
+
+
+class ProxyModeHandler(LimsAPIHandler):
+    auth_resource = AUTH_RESOURCE_PROXY
+
+    @web.authenticated
+    @authorized
+    def put(self) -> None:
+        mode = self.get_json_object().get("mode")
+        if mode not in ("token", "open", "disabled"):
+            raise LimsError("bad_request", "'mode' must be one of token, open, disabled.")
+        self.bridge.set_proxy_mode(mode)
+        self.write_json({"mode": mode})

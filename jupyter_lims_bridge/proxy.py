@@ -1,0 +1,622 @@
+"""Streaming HTTP/1.1 and websocket relay to services on ``127.0.0.1:<port>``.
+
+Owns: the pool of keep-alive upstream connections; the request head written
+from the parsed request; the response head parsed; bodies relayed stream to
+stream in 256 KiB pieces read into reusable buffers, with backpressure both
+ways; header hygiene (hop-by-hop, Jupyter cookies, the proxy token, forwarded
+headers, ``Location``); the websocket client side; the proxy session events;
+and the proxy's live settings (mode, ports, CORS origins) as plain attributes
+so a request reads no traitlets.
+
+Must not: authenticate anyone (handlers/proxy.py and proxy_tokens.py do),
+hold a body in memory, or connect anywhere but 127.0.0.1.
+
+Tornado internals: with tornado 6.5/6.6 (tested) the response head is handed
+to tornado as a prepared ``HTTPHeaders`` and chunked framing from the backend
+is passed through untouched (``HTTP1Connection._chunking_output``). With any
+other version the plain path de-chunks and lets tornado re-chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import tornado
+from tornado import httputil, websocket
+from tornado.httpclient import HTTPRequest
+from tornado.iostream import IOStream, StreamClosedError
+
+from . import events
+
+log = logging.getLogger(__name__)
+
+#: Tornado minor versions whose internals the fast path was tested against.
+FAST_PATH = tornado.version_info[:2] in {(6, 5), (6, 6)}
+
+CHUNK = 256 * 1024
+HEAD_LIMIT = 64 * 1024
+UPLOAD_HIGH_WATER = 1024 * 1024
+
+# RFC 9110 7.6.1 plus the legacy ones still seen in the wild.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+TOKEN_HEADER = "X-Proxy-Token"
+# Never forwarded upstream, whatever the auth mode. ``Expect`` because tornado
+# has already answered ``100-continue`` to the client; ``Host`` is rewritten.
+_DROP_REQUEST = HOP_BY_HOP | {"x-proxy-token", "expect", "host", "cookie"}
+_DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
+_CORS_PREFIX = "access-control-"
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def is_jupyter_cookie(name: str) -> bool:
+    """Cookies that carry the user's Jupyter or JupyterHub credentials."""
+    name = name.strip()
+    return (
+        name == "_xsrf"
+        or name.startswith("username-")  # jupyter_server's login cookie
+        or name.startswith("jupyterhub-")  # hub session, jupyterhub-user-<name>, oauth state
+    )
+
+
+def strip_jupyter_cookies(header: str) -> str:
+    """A ``Cookie`` header without the Jupyter/JupyterHub cookies (others pass)."""
+    kept = [
+        part.strip()
+        for part in header.split(";")
+        if part.strip() and not is_jupyter_cookie(part.split("=", 1)[0])
+    ]
+    return "; ".join(kept)
+
+
+def _connection_tokens(headers: httputil.HTTPHeaders) -> set[str]:
+    named: set[str] = set()
+    for value in headers.get_list("Connection"):
+        named.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return named
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ProxySettings:
+    """What a proxied request needs to know, read once per request without traitlets."""
+
+    def __init__(
+        self,
+        *,
+        mode: str,
+        ports: frozenset[int],
+        cors_origins: Iterable[str],
+        websocket_max_message_size: int,
+        event_logger: Any = None,
+    ) -> None:
+        self.mode = mode
+        self.ports = ports
+        self.cors_origins = frozenset(cors_origins)
+        self.websocket_max_message_size = websocket_max_message_size
+        self.event_logger = event_logger
+        self.pool = UpstreamPool()
+        self._activity_next = 0.0
+
+    def touch_activity(self, settings: dict[str, Any]) -> None:
+        """Count proxied traffic as server activity for JupyterHub's idle culler.
+
+        jupyter_server's ``last_activity()`` takes the newest of every
+        ``*_last_activity`` setting; updated at most once a second.
+        """
+        now = time.monotonic()
+        if now >= self._activity_next:
+            self._activity_next = now + 1.0
+            settings["api_last_activity"] = utcnow()
+
+    # -- websocket sessions (the manager emits, not the handler) -------------------
+
+    def session_started(self, port: int, path: str, via: str, subprotocol: str | None) -> float:
+        events.emit(
+            self.event_logger,
+            events.PROXY_SESSION,
+            {"action": "started", "port": port, "path": path, "via": via, "subprotocol": subprotocol},
+        )
+        return time.monotonic()
+
+    def session_ended(
+        self, port: int, path: str, via: str, started: float, messages: int, close_code: int | None
+    ) -> None:
+        events.emit(
+            self.event_logger,
+            events.PROXY_SESSION,
+            {
+                "action": "ended",
+                "port": port,
+                "path": path,
+                "via": via,
+                "durationSeconds": round(time.monotonic() - started, 3),
+                "messages": messages,
+                "closeCode": close_code,
+            },
+        )
+
+    async def close(self) -> None:
+        self.pool.close()
+
+
+class BackendUnavailable(Exception):
+    """The backend refused or dropped the connection before answering."""
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to 127.0.0.1, per port, newest first."""
+
+    def __init__(self, max_idle_per_port: int = 64, idle_timeout: float = 60.0) -> None:
+        self.max_idle_per_port = max_idle_per_port
+        self.idle_timeout = idle_timeout
+        self._idle: dict[int, list[tuple[IOStream, float]]] = {}
+        #: connections opened so far (the benchmark reports connects per request)
+        self.connects = 0
+
+    async def acquire(self, port: int) -> tuple[IOStream, bool]:
+        """A connected stream and whether it was reused from the pool."""
+        idle = self._idle.get(port)
+        now = time.monotonic()
+        while idle:
+            stream, since = idle.pop()
+            if now - since < self.idle_timeout and _alive(stream):
+                return stream, True
+            stream.close()
+        return await self._connect(port), False
+
+    async def _connect(self, port: int) -> IOStream:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream = IOStream(sock, read_chunk_size=CHUNK, max_buffer_size=4 * CHUNK + HEAD_LIMIT)
+        self.connects += 1
+        try:
+            await asyncio.wait_for(stream.connect(("127.0.0.1", port)), 10)
+        except (StreamClosedError, OSError, asyncio.TimeoutError) as e:
+            stream.close()
+            raise BackendUnavailable(str(e)) from None
+        return stream
+
+    def release(self, port: int, stream: IOStream) -> None:
+        if stream.closed():
+            return
+        idle = self._idle.setdefault(port, [])
+        if len(idle) >= self.max_idle_per_port:
+            stream.close()
+            return
+        idle.append((stream, time.monotonic()))
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for stream, _ in idle:
+                stream.close()
+        self._idle.clear()
+
+
+def _alive(stream: IOStream) -> bool:
+    """Whether an idle connection is still open: a non-blocking peek sees the
+    backend's FIN (keep-alive timeouts of 2-5 s are common) before we reuse it."""
+    if stream.closed():
+        return False
+    try:
+        data = stream.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    # b"" is EOF; unexpected bytes on an idle connection make it unusable too
+    del data
+    return False
+
+
+def request_headers(
+    incoming: httputil.HTTPHeaders,
+    *,
+    port: int,
+    remote_ip: str | None,
+    protocol: str,
+    host: str,
+    prefix: str,
+    drop_authorization: bool,
+    websocket: bool = False,
+) -> httputil.HTTPHeaders:
+    """The headers sent upstream, per the proxy's header hygiene."""
+    drop = _DROP_REQUEST | _connection_tokens(incoming)
+    if websocket:
+        # the websocket client writes its own handshake headers; tornado-style
+        # backends refuse an Origin that differs from their Host
+        drop = drop | {"origin", "sec-websocket-key", "sec-websocket-version",
+                       "sec-websocket-extensions", "sec-websocket-protocol"}
+    out = httputil.HTTPHeaders()
+    for name, value in incoming.get_all():
+        lname = name.lower()
+        if lname in drop:
+            continue
+        if lname == "authorization" and (
+            drop_authorization or value.split(" ", 1)[0].lower() == "token"
+        ):
+            # consumed by Jupyter (or Jupyter's own scheme): never the backend's business
+            continue
+        out.add(name, value)
+    cookie = "; ".join(incoming.get_list("Cookie"))
+    if cookie:
+        cookie = strip_jupyter_cookies(cookie)
+        if cookie:
+            out["Cookie"] = cookie
+    out["Host"] = f"127.0.0.1:{port}"
+    xff = incoming.get("X-Forwarded-For")
+    if remote_ip:
+        out["X-Forwarded-For"] = f"{xff}, {remote_ip}" if xff else remote_ip
+    # a front proxy's (configurable-http-proxy's) view of the original request wins
+    out["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto") or protocol
+    out["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host") or host
+    out["X-Forwarded-Prefix"] = prefix
+    return out
+
+
+def rewrite_location(location: str, *, port: int, prefix: str, absolute: bool) -> str:
+    """Keep a backend's redirect usable under ``prefix``."""
+    parts = urlsplit(location)
+    if parts.scheme or parts.netloc:
+        host = (parts.hostname or "").lower()
+        if host not in ("127.0.0.1", "localhost") or (parts.port or 80) != port:
+            return location  # somewhere else entirely: leave it
+        location = parts.path or "/"
+        if parts.query:
+            location += "?" + parts.query
+        if parts.fragment:
+            location += "#" + parts.fragment
+    elif not location.startswith("/") or location.startswith("//"):
+        return location  # relative: already resolves under the prefix
+    if absolute and location.startswith(prefix):
+        return location  # the app knows its prefix
+    return prefix + location
+
+
+def response_headers(
+    upstream: httputil.HTTPHeaders,
+    *,
+    port: int,
+    prefix: str,
+    absolute: bool,
+    cors_origin: str | None,
+) -> httputil.HTTPHeaders:
+    """The headers sent to the client: no hop-by-hop, no backend CORS, no Jupyter cookies."""
+    drop = _DROP_RESPONSE | _connection_tokens(upstream)
+    out = httputil.HTTPHeaders()
+    for name, value in upstream.get_all():
+        lname = name.lower()
+        if lname in drop or lname.startswith(_CORS_PREFIX):
+            continue
+        if lname == "location":
+            value = rewrite_location(value, port=port, prefix=prefix, absolute=absolute)
+        elif lname == "set-cookie" and is_jupyter_cookie(value.split("=", 1)[0]):
+            continue  # a backend must not overwrite the user's Jupyter session
+        out.add(name, value)
+    if cors_origin:
+        out["Access-Control-Allow-Origin"] = cors_origin
+        out.add("Vary", "Origin")
+    return out
+
+
+class UpstreamExchange:
+    """One request and its response over a pooled upstream connection.
+
+    The handler calls :meth:`start` (request head), :meth:`send` per body
+    piece, :meth:`end_body`, :meth:`read_head`, then :meth:`relay_body` with a
+    ``write`` callable for the client; :meth:`done` returns the connection to
+    the pool when the exchange ended cleanly, else closes it.
+    """
+
+    def __init__(self, pool: UpstreamPool, port: int) -> None:
+        self.pool = pool
+        self.port = port
+        self.stream: IOStream | None = None
+        self.reused = False
+        self.chunked_body = False
+        self.body_sent = False
+        self.reusable = False
+        self.failed: BaseException | None = None
+        self._head: bytes = b""
+        self._no_body = True
+
+    async def start(self, method: str, target: str, headers: httputil.HTTPHeaders,
+                    body: str) -> None:
+        """Connect (or reuse) and write the request head.
+
+        ``body`` is ``"none"``, ``"length"`` (a Content-Length is in
+        ``headers``) or ``"chunked"`` (pieces are framed here)."""
+        self.chunked_body = body == "chunked"
+        if self.chunked_body:
+            headers["Transfer-Encoding"] = "chunked"
+        lines = [f"{method} {target} HTTP/1.1"]
+        lines.extend(f"{n}: {v}" for n, v in headers.get_all())
+        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.body_sent = self._no_body = body == "none"
+        await self._open()
+
+    async def _open(self) -> None:
+        self.stream, self.reused = await self.pool.acquire(self.port)
+        try:
+            self.stream.write(self._head)
+        except StreamClosedError as e:
+            raise BackendUnavailable(str(e)) from None
+
+    def send(self, chunk: bytes) -> Awaitable[None] | None:
+        """Write a body piece; an awaitable only when the backend is behind."""
+        if self.failed is not None or self.stream is None:
+            return None
+        try:
+            if self.chunked_body:
+                if not chunk:
+                    return None
+                self.stream.write(b"%x\r\n" % len(chunk))
+                self.stream.write(chunk)
+                future = self.stream.write(b"\r\n")
+            else:
+                future = self.stream.write(chunk)
+        except StreamClosedError as e:
+            # keep reading the client's body; the response (often an early
+            # error from the backend) or a 502 follows in read_head
+            self.failed = e
+            return None
+        if self.stream.writing() and self._write_backlog() > UPLOAD_HIGH_WATER:
+            return _quiet(future)
+        return None
+
+    def _write_backlog(self) -> int:
+        # tornado keeps no public size of the pending write buffer
+        return getattr(self.stream, "_write_buffer_size", UPLOAD_HIGH_WATER + 1)
+
+    def end_body(self) -> None:
+        if self.chunked_body and self.failed is None and self.stream is not None:
+            try:
+                self.stream.write(b"0\r\n\r\n")
+            except StreamClosedError as e:
+                self.failed = e
+        self.body_sent = True
+
+    async def read_head(self, method: str) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
+        """Parse the response head (skipping 1xx); retry once on a stale pooled
+        connection when nothing but the head had been sent."""
+        assert self.stream is not None
+        while True:
+            try:
+                data = await self.stream.read_until(b"\r\n\r\n", max_bytes=HEAD_LIMIT)
+            except (StreamClosedError, OSError) as e:
+                if self.reused and self._retryable(method):
+                    self.reused = False
+                    self.stream.close()
+                    await self._open()
+                    continue
+                self.stream.close()
+                raise BackendUnavailable(str(e)) from None
+            text = data.decode("latin-1")
+            first, _, rest = text.partition("\r\n")
+            try:
+                start = httputil.parse_response_start_line(first)
+                headers = httputil.HTTPHeaders.parse(rest)
+            except httputil.HTTPInputError as e:
+                self.stream.close()
+                raise BackendUnavailable(f"malformed response: {e}") from None
+            if 100 <= start.code < 200 and start.code != 101:
+                continue  # 100 Continue and friends are hop-by-hop
+            self._method = method
+            self._start = start
+            self._headers = headers
+            return start, headers
+
+    def _retryable(self, method: str) -> bool:
+        # only a request without a body can be sent again as it was
+        return self._no_body and method in ("GET", "HEAD", "OPTIONS", "DELETE")
+
+    def body_framing(self) -> str:
+        """``none``, ``length``, ``chunked`` or ``close`` for the response body."""
+        if self._method == "HEAD" or self._start.code in _NO_BODY_STATUS:
+            return "none"
+        te = self._headers.get("Transfer-Encoding", "")
+        if te:
+            return "chunked" if te.lower().rsplit(",", 1)[-1].strip() == "chunked" else "close"
+        if "Content-Length" in self._headers:
+            return "length"
+        return "close"
+
+    async def relay_body(
+        self,
+        write: Callable[[Any], Awaitable[None]],
+        *,
+        pass_chunked: bool,
+    ) -> None:
+        """Copy the response body to ``write``; raises on an upstream failure mid-body.
+
+        ``write`` must return an awaitable that resolves when the piece has
+        been handed to the client socket; each piece is awaited before the
+        next write, but the next read into the *other* buffer happens first,
+        so reading upstream and flushing downstream overlap.
+        """
+        assert self.stream is not None
+        framing = self.body_framing()
+        stream = self.stream
+        reusable = _keep_alive(self._start, self._headers)
+        try:
+            if framing == "length":
+                await self._relay_exact(int(self._headers["Content-Length"]), write)
+            elif framing == "chunked":
+                while True:
+                    line = await stream.read_until(b"\r\n", max_bytes=1024)
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                    if pass_chunked:
+                        await write(line)
+                    if size == 0:
+                        trailer = await stream.read_until(b"\r\n", max_bytes=HEAD_LIMIT)
+                        while trailer != b"\r\n":  # trailer fields, then the empty line
+                            if pass_chunked:
+                                await write(trailer)
+                            trailer = await stream.read_until(b"\r\n", max_bytes=HEAD_LIMIT)
+                        if pass_chunked:
+                            await write(trailer)
+                        break
+                    await self._relay_exact(size, write)
+                    crlf = await stream.read_bytes(2)
+                    if crlf != b"\r\n":
+                        raise ValueError("bad chunk framing")
+                    if pass_chunked:
+                        await write(crlf)
+            elif framing == "close":
+                reusable = False
+                await self._relay_until_close(write)
+        except (StreamClosedError, OSError, ValueError) as e:
+            self.failed = e
+            stream.close()
+            raise BackendUnavailable(str(e)) from None
+        self.reusable = reusable and self.body_sent and self.failed is None
+
+    async def _relay_exact(self, remaining: int, write: Callable[[Any], Awaitable[None]]) -> None:
+        stream = self.stream
+        assert stream is not None
+        bufs = _buffers()
+        i = 0
+        pending: Awaitable[None] | None = None
+        while remaining > 0:
+            view = bufs[i]
+            n = await stream.read_into(view[: min(CHUNK, remaining)], partial=True)
+            remaining -= n
+            if pending is not None:
+                await pending  # the other buffer is free again
+            pending = write(view[:n])
+            i ^= 1
+        if pending is not None:
+            await pending
+
+    async def _relay_until_close(self, write: Callable[[Any], Awaitable[None]]) -> None:
+        stream = self.stream
+        assert stream is not None
+        bufs = _buffers()
+        i = 0
+        pending: Awaitable[None] | None = None
+        while True:
+            try:
+                n = await stream.read_into(bufs[i], partial=True)
+            except StreamClosedError as e:
+                if e.real_error is None:
+                    break  # a clean EOF ends the body
+                raise
+            if pending is not None:
+                await pending
+            pending = write(bufs[i][:n])
+            i ^= 1
+        if pending is not None:
+            await pending
+
+    def done(self) -> None:
+        """Return the connection to the pool, or close it."""
+        if self.stream is None:
+            return
+        if self.reusable and not self.stream.closed():
+            self.pool.release(self.port, self.stream)
+        else:
+            self.stream.close()
+        self.stream = None
+
+
+def _buffers() -> tuple[memoryview, memoryview]:
+    # two buffers per exchange: one is read into while the other is flushed
+    return memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))
+
+
+def _keep_alive(start: httputil.ResponseStartLine, headers: httputil.HTTPHeaders) -> bool:
+    conn = headers.get("Connection", "").lower()
+    if start.version == "HTTP/1.1":
+        return "close" not in conn
+    return "keep-alive" in conn
+
+
+async def _quiet(future: Awaitable[None]) -> None:
+    try:
+        await future
+    except StreamClosedError:
+        pass
+
+
+# -- websockets -------------------------------------------------------------------
+
+
+class UpstreamWebSocket(websocket.WebSocketClientConnection):
+    """The backend side of a relayed websocket: forwards the backend's pings."""
+
+    on_upstream_ping: Callable[[bytes], None] | None = None
+
+    def on_ping(self, data: bytes) -> None:
+        if self.on_upstream_ping is not None:
+            self.on_upstream_ping(data)
+
+
+async def connect_websocket(
+    port: int,
+    target: str,
+    headers: httputil.HTTPHeaders,
+    subprotocols: list[str] | None,
+    max_message_size: int,
+) -> UpstreamWebSocket:
+    """Open the backend websocket first, so its chosen subprotocol can be offered to the client."""
+    request = HTTPRequest(
+        f"ws://127.0.0.1:{port}{target}",
+        headers=headers,
+        connect_timeout=10,
+        request_timeout=30,
+        follow_redirects=False,
+    )
+    conn = UpstreamWebSocket(
+        request,
+        on_message_callback=None,
+        ping_interval=None,
+        max_message_size=max_message_size,
+        subprotocols=subprotocols or None,
+    )
+    try:
+        return await conn.connect_future  # type: ignore[return-value]
+    except Exception as e:  # noqa: BLE001 - refused, reset, a non-101 answer: all mean "not there"
+        raise BackendUnavailable(str(e)) from None
+
+
+#: close codes a peer may send on the wire (RFC 6455 7.4)
+def sendable_close_code(code: int | None) -> int | None:
+    if code is None:
+        return None
+    if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code <= 4999:
+        return code
+    return None
+
+
+__all__ = [
+    "FAST_PATH",
+    "BackendUnavailable",
+    "ProxySettings",
+    "UpstreamExchange",
+    "UpstreamPool",
+    "connect_websocket",
+    "request_headers",
+    "response_headers",
+    "rewrite_location",
+    "sendable_close_code",
+]

@@ -1,0 +1,342 @@
+"""Proxy tokens: creation, verification, revocation, and the failed-attempt limiter.
+
+Owns ``<state_dir>/proxy_tokens.json`` (mode 0600, rewritten atomically): the
+tokens' sha256 digests with their name, port scope, expiry and ``lastUsedAt``,
+and the proxy mode the owner chose at run time. The file is read once and
+kept in memory, so checking a token costs a dictionary lookup and a
+constant-time compare, not a file read. A change made by another process (the
+``jupyter lims-bridge tokens`` command) is noticed by a cheap ``stat`` at most
+once a second.
+
+Must not: keep or log a plain token (it exists only in the answer to the
+create call), or know anything about HTTP handlers. Emits the token events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import events
+from .claims import write_private_json
+from .errors import LimsError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "jlb_"
+#: 32 random bytes = 256 bits, the floor DESIGN.md sets.
+TOKEN_BYTES = 32
+FILE_NAME = "proxy_tokens.json"
+MODES = ("token", "open", "disabled")
+# A plain token is "jlb_" + 43 url-safe characters; anything far off is refused
+# before hashing so a huge header costs nothing.
+_MAX_TOKEN_LENGTH = 256
+# How long ``lastUsedAt`` may lag in the file: a use marks the store dirty and
+# the write happens at most this often (and on shutdown).
+LAST_USED_PERSIST_DELAY = 30.0
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class ProxyTokenStore:
+    """The owner's proxy tokens, hashed at rest, checked in memory."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        event_logger: Any = None,
+        clock: Any = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.event_logger = event_logger
+        self.clock = clock
+        self._by_digest: dict[str, dict[str, Any]] = {}
+        self._mode: dict[str, str] | None = None
+        self._file_sig: tuple[int, int] | None = None
+        self._next_stat = 0.0
+        self._dirty = False
+        self._flush_handle: Any = None
+        self._load()
+
+    # -- persistence -------------------------------------------------------------
+
+    def _stat_sig(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def _load(self) -> None:
+        sig = self._stat_sig()
+        records: dict[str, dict[str, Any]] = {}
+        mode = None
+        if sig is not None:
+            try:
+                data = json.loads(self.path.read_text())
+                for rec in data.get("tokens", []):
+                    if isinstance(rec, dict) and isinstance(rec.get("hash"), str):
+                        records[rec["hash"]] = rec
+                if isinstance(data.get("mode"), dict):
+                    mode = data["mode"]
+            except (OSError, ValueError, AttributeError):
+                log.warning("lims-bridge: ignoring unreadable %s", self.path)
+        # keep the fresher in-memory lastUsedAt of tokens that still exist
+        for digest, rec in records.items():
+            old = self._by_digest.get(digest)
+            if old and (old.get("lastUsedAt") or 0) > (rec.get("lastUsedAt") or 0):
+                rec["lastUsedAt"] = old["lastUsedAt"]
+        self._by_digest = records
+        self._mode = mode
+        self._file_sig = sig
+
+    def _maybe_reload(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_stat:
+            return
+        self._next_stat = now + 1.0
+        if self._stat_sig() != self._file_sig:
+            self._load()
+
+    def _save(self) -> None:
+        data = {
+            "version": 1,
+            "mode": self._mode,
+            "tokens": sorted(self._by_digest.values(), key=lambda r: r["createdAt"]),
+        }
+        write_private_json(self.path, data)
+        self._file_sig = self._stat_sig()
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Write a pending ``lastUsedAt`` now (called on shutdown)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._dirty:
+            self._maybe_reload(force=True)
+            try:
+                self._save()
+            except OSError as e:
+                log.warning("lims-bridge: could not write %s: %s", self.path.name, e)
+
+    def _mark_used(self, rec: dict[str, Any], now: float) -> None:
+        rec["lastUsedAt"] = now
+        if self._dirty:
+            return
+        self._dirty = True
+        try:
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (the CLI): written by the next save or flush()
+        self._flush_handle = loop.call_later(LAST_USED_PERSIST_DELAY, self.flush)
+
+    # -- the owner's operations --------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        ports: Iterable[int] | None = None,
+        expires_in: float | None = None,
+        *,
+        allowed_ports: frozenset[int] | None = None,
+    ) -> dict[str, Any]:
+        """Make a token; the answer is the only place its plain text ever appears."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 100:
+            raise LimsError("bad_request", "A token needs a name of 1 to 100 characters.")
+        scope: list[int] | None = None
+        if ports is not None:
+            if not isinstance(ports, list) or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in ports
+            ):
+                raise LimsError("bad_request", "'ports' must be a list of port numbers.")
+            if allowed_ports is not None and not set(ports) <= allowed_ports:
+                raise LimsError(
+                    "port_not_allowed", "A token can only be scoped to ports in allowed_ports."
+                )
+            scope = sorted(set(ports))
+        if expires_in is not None and (
+            isinstance(expires_in, bool)
+            or not isinstance(expires_in, (int, float))
+            or not 0 < expires_in <= 10 * 365 * 86400
+        ):
+            raise LimsError("bad_request", "'expiresIn' must be a positive number of seconds.")
+        self._maybe_reload(force=True)
+        now = self.clock()
+        token = PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        rec = {
+            "id": secrets.token_urlsafe(9),
+            "hash": _digest(token),
+            "name": name.strip(),
+            "ports": scope,
+            "createdAt": now,
+            "expiresAt": now + expires_in if expires_in is not None else None,
+            "lastUsedAt": None,
+        }
+        self._by_digest[rec["hash"]] = rec
+        self._save()
+        events.emit(
+            self.event_logger,
+            events.PROXY_TOKENS,
+            {"action": "created", "tokenId": rec["id"], "name": rec["name"], "ports": scope},
+        )
+        public = self._public(rec)
+        del public["lastUsedAt"]  # DESIGN.md: the create answer has no lastUsedAt
+        return {**public, "token": token}
+
+    def list(self) -> list[dict[str, Any]]:
+        self._maybe_reload(force=True)
+        recs = sorted(self._by_digest.values(), key=lambda r: r["createdAt"])
+        return [self._public(r) for r in recs]
+
+    def revoke(self, token_id: str) -> None:
+        self._maybe_reload(force=True)
+        for digest, rec in list(self._by_digest.items()):
+            if rec.get("id") == token_id:
+                del self._by_digest[digest]
+                self._save()
+                events.emit(
+                    self.event_logger,
+                    events.PROXY_TOKENS,
+                    {"action": "revoked", "tokenId": token_id, "name": rec.get("name")},
+                )
+                return
+        raise LimsError("not_found", "No proxy token has that id.")
+
+    @staticmethod
+    def _public(rec: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": rec["id"],
+            "name": rec["name"],
+            "ports": rec.get("ports"),
+            "createdAt": _iso(rec.get("createdAt")),
+            "expiresAt": _iso(rec.get("expiresAt")),
+            "lastUsedAt": _iso(rec.get("lastUsedAt")),
+        }
+
+    # -- the proxy's check ---------------------------------------------------------
+
+    def check(self, token: str | None, port: int, client: str | None = None) -> dict[str, Any]:
+        """The record of a valid ``token`` for ``port``, or a :class:`LimsError`.
+
+        ``port_not_allowed`` here means outside the token's own scope; the
+        caller checks ``allowed_ports`` afterwards, so only a valid token
+        learns anything about ports.
+        """
+        if not token:
+            raise LimsError("token_missing", "No proxy token was given (header X-Proxy-Token).")
+        self._maybe_reload()
+        rec = None
+        if token.startswith(PREFIX) and len(token) <= _MAX_TOKEN_LENGTH:
+            digest = _digest(token)
+            # The dictionary lookup is keyed by a hash of the secret, so its
+            # timing says nothing usable about the token; compare_digest makes
+            # the final equality constant-time anyway.
+            candidate = self._by_digest.get(digest)
+            if candidate is not None and hmac.compare_digest(candidate["hash"], digest):
+                rec = candidate
+        if rec is None:
+            self._failed("token_invalid", port, client)
+            raise LimsError("token_invalid", "The proxy token is not valid.")
+        now = self.clock()
+        expires = rec.get("expiresAt")
+        if expires is not None and now >= expires:
+            self._failed("token_expired", port, client, rec)
+            raise LimsError("token_expired", "The proxy token has expired.")
+        scope = rec.get("ports")
+        if scope is not None and port not in scope:
+            self._failed("port_not_allowed", port, client, rec)
+            raise LimsError("port_not_allowed", "This proxy token is not valid for that port.")
+        self._mark_used(rec, now)
+        return rec
+
+    def _failed(
+        self, reason: str, port: int, client: str | None, rec: dict[str, Any] | None = None
+    ) -> None:
+        events.emit(
+            self.event_logger,
+            events.PROXY_TOKENS,
+            {
+                "action": "use_failed",
+                "reason": reason,
+                "tokenId": rec.get("id") if rec else None,
+                "port": port,
+                "client": client,
+            },
+        )
+
+    # -- the proxy mode chosen at run time ------------------------------------------
+
+    def startup_mode(self, configured: str) -> str:
+        """The mode to start in: the owner's last choice, unless the operator has
+        changed ``proxy_mode`` since that choice was made (then the operator wins)."""
+        saved = self._mode
+        if saved and saved.get("configured") == configured and saved.get("mode") in MODES:
+            return saved["mode"]
+        return configured
+
+    def save_mode(self, mode: str, configured: str) -> None:
+        if mode not in MODES:
+            raise LimsError("bad_request", "'mode' must be one of token, open, disabled.")
+        self._maybe_reload(force=True)
+        self._mode = {"mode": mode, "configured": configured}
+        self._save()
+
+
+class AttemptLimiter:
+    """Failed proxy-token attempts per client address in a sliding window.
+
+    After ``max_failures`` failures within ``window`` seconds a client is
+    refused with ``too_many_attempts`` until the window has passed, valid
+    token or not, so guessing cannot be sped up by interleaving a good token.
+    """
+
+    def __init__(self, max_failures: int = 10, window: float = 60.0, max_clients: int = 10000):
+        self.max_failures = max_failures
+        self.window = window
+        self.max_clients = max_clients
+        self._failures: dict[str, list[float]] = {}
+
+    def check(self, client: str) -> None:
+        times = self._failures.get(client)
+        if not times:
+            return
+        now = time.monotonic()
+        while times and times[0] <= now - self.window:
+            times.pop(0)
+        if not times:
+            del self._failures[client]
+        elif len(times) >= self.max_failures:
+            raise LimsError("too_many_attempts")
+
+    def failed(self, client: str) -> None:
+        if len(self._failures) >= self.max_clients and client not in self._failures:
+            # bounded memory: forget the oldest client rather than grow forever
+            self._failures.pop(next(iter(self._failures)))
+        times = self._failures.setdefault(client, [])
+        times.append(time.monotonic())
+        del times[: -self.max_failures]
+
+
+def default_path(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / FILE_NAME
