@@ -18,6 +18,10 @@ API for tests (see :class:`Hub`)::
     hub.token("alice", entity=...)        # just the signed open token
     s = hub.login("alice")       # requests.Session logged in through the hub's login form
     hub.spawn("alice")           # log in if needed, start the server, wait until ready
+    s = hub.user_session("alice")     # spawned + OAuth done + X-XSRFToken set: for
+                                      # alice's own APIs, e.g. POST user_url + "lims/api/tokens"
+    hub.allowed_ports            # range(18050, 18061): LIMS_BRIDGE_ALLOWED_PORTS of every server
+    hub.mount_dir                # the "archive" data mount (LIMS_BRIDGE_DATA_MOUNTS)
     hub.stop("alice")            # stop the server (e.g. to respawn with other env)
     hub.set_env({"LIMS_BRIDGE_PROXY_MODE": "open"}, user="alice")  # env of later spawns
     hub.api("GET", "users/alice")   # hub REST API with an admin service token
@@ -64,8 +68,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-#: Ports the single-user servers allow through ``lims/proxy/<port>/`` by default.
-DEFAULT_ALLOWED_PORTS = "18050-18060"
+#: Ports the single-user servers allow through ``lims/proxy/<port>/`` by default
+#: (``hub.allowed_ports``): start a test backend on one of them.
+ALLOWED_PORTS = range(18050, 18061)
 START_TIMEOUT = 30.0
 SPAWN_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -174,11 +179,12 @@ class Hub:
         self.private_key = signing.load_private_key(private_pem)
         self.public_key = public_pem.decode()
         self.mount_dir = root / "mnt" / "archive"
+        self.allowed_ports = ALLOWED_PORTS
         self._sessions: dict[str, requests.Session] = {}
         self._env: dict[str, dict[str, str]] = {
             "*": {
                 "LIMS_BRIDGE_PUBLIC_KEYS": json.dumps([self.public_key]),
-                "LIMS_BRIDGE_ALLOWED_PORTS": DEFAULT_ALLOWED_PORTS,
+                "LIMS_BRIDGE_ALLOWED_PORTS": f"{ALLOWED_PORTS[0]}-{ALLOWED_PORTS[-1]}",
                 "LIMS_BRIDGE_DATA_MOUNTS": json.dumps({"archive": str(self.mount_dir)}),
             }
         }
@@ -351,6 +357,20 @@ class Hub:
             if r.status_code >= 400:
                 raise AssertionError(f"spawn of {name} answered {r.status_code}: {r.text[:500]}")
             self.wait_ready(name)
+        return session
+
+    def user_session(self, name: str) -> requests.Session:
+        """A session logged in as ``name`` that can call ``name``'s server APIs
+        (e.g. ``lims/api/tokens``): the server is spawned, one page visit
+        completes the hub's OAuth, and the ``X-XSRFToken`` header is set from
+        the server's ``_xsrf`` cookie (path ``/user/<name>/``)."""
+        session = self.spawn(name)
+        r = session.get(self.user_url(name) + "lab", timeout=30)
+        r.raise_for_status()
+        xsrf = session.cookies.get("_xsrf", path=f"/user/{name}/")
+        if xsrf is None:
+            raise AssertionError(f"no _xsrf cookie for /user/{name}/ after visiting lab")
+        session.headers["X-XSRFToken"] = xsrf
         return session
 
     def wait_ready(self, name: str, timeout: float = SPAWN_TIMEOUT) -> None:

@@ -91,10 +91,10 @@ def test_deep_link_with_another_users_token_shows_wrong_user(hub, page):
 
 
 def test_server_to_server_open_through_the_hub_proxy(hub):
-    # Given bob's running server and a token the LIMS made for him
-    hub.spawn("bob")
-    token = hub.token("bob", entity=entity("S-300", "Plate 300"))
-    url = hub.user_url("bob") + "lims/api/open"
+    # Given alice's running server and a token the LIMS made for her
+    hub.spawn("alice")
+    token = hub.token("alice", entity=entity("S-300", "Plate 300"))
+    url = hub.user_url("alice") + "lims/api/open"
 
     # When the LIMS backend POSTs it with only X-Lims-Token (no cookies)
     r = requests.post(url, headers={"X-Lims-Token": token}, timeout=30, allow_redirects=False)
@@ -104,12 +104,12 @@ def test_server_to_server_open_through_the_hub_proxy(hub):
     assert r.json() == {
         "fileName": "S-300.ipynb",
         "path": "lims/sample-S-300/S-300.ipynb",
-        "url": "/user/bob/lab/tree/lims/sample-S-300/S-300.ipynb",
+        "url": "/user/alice/lab/tree/lims/sample-S-300/S-300.ipynb",
         "created": True,
         "dryRun": False,
         "data": [],
     }
-    assert (hub.home("bob") / "lims" / "sample-S-300" / "S-300.ipynb").is_file()
+    assert (hub.home("alice") / "lims" / "sample-S-300" / "S-300.ipynb").is_file()
 
     # When the same token is sent again
     again = requests.post(url, headers={"X-Lims-Token": token}, timeout=30, allow_redirects=False)
@@ -167,16 +167,34 @@ def test_get_of_the_deep_link_has_no_side_effect(hub):
 
 
 def test_deep_link_for_a_browser_not_logged_in_goes_through_the_hub_login(hub, page):
-    # Given a browser that is not logged in to the hub, and a link the ELN made for carol
-    link = hub.deep_link("carol", entity=entity("S-600", "Logged in on the way"))
+    # Given a browser that is not logged in to the hub, and a link the ELN made for alice
+    link = hub.deep_link("alice", entity=entity("S-600", "Logged in on the way"))
 
-    # When it follows the link, and carol logs in on the form the hub shows
+    # When it follows the link, and alice logs in on the form the hub shows
     page.goto(link)
     page.wait_for_url(re.compile(r"/hub/login\?next="))
-    page.fill("#username_input", "carol")
+    page.fill("#username_input", "alice")
     page.fill("#password_input", hub.password)
     page.click("#login_submit")
 
     # Then she lands in JupyterLab on the entry's notebook
-    wait_for_url(hub, page, re.compile(r"/user/carol/lab/tree/lims/sample-S-600/S-600\.ipynb$"))
-    assert (hub.home("carol") / "lims" / "sample-S-600" / "S-600.ipynb").is_file()
+    wait_for_url(hub, page, re.compile(r"/user/alice/lab/tree/lims/sample-S-600/S-600\.ipynb$"))
+    assert (hub.home("alice") / "lims" / "sample-S-600" / "S-600.ipynb").is_file()
+
+
+def test_the_owners_session_reads_status_configured_by_the_spawner(hub):
+    # Given alice's session on his server (OAuth done, XSRF header set)
+    session = hub.user_session("alice")
+
+    # When she asks the bridge for its status, and an anonymous client does the same
+    mine = session.get(hub.user_url("alice") + "lims/api/status", timeout=10)
+    anonymous = requests.get(hub.user_url("alice") + "lims/api/status", timeout=10, allow_redirects=False)
+
+    # Then she sees the configuration the spawner gave through LIMS_BRIDGE_* variables
+    assert mine.status_code == 200, mine.text
+    status = mine.json()
+    assert status["owner"] == "alice"
+    assert status["proxy"]["allowedPorts"] == list(hub.allowed_ports)
+    assert status["mounts"] == ["archive"]
+    # and the anonymous client is refused
+    assert anonymous.status_code in (302, 401, 403)
