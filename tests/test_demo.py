@@ -129,10 +129,14 @@ def test_demo_eln_links_open_notebooks_and_sigterm_cleans_up(demo):
     assert notebook.is_file()
     assert (notebook.parent / "data" / "raw" / "run1.csv").is_file()
 
-    # and the instrument simulator answers
+    # and the instrument simulator answers, directly and through the bridge's proxy
     instrument = re.search(r"instrument simulator\s+(http://127\.0\.0\.1:\d+)/", demo.text()).group(1)
     readings = requests.get(instrument + "/api/readings?sample=S-1&n=3", timeout=10).json()
     assert [r["well"] for r in readings["readings"]] == ["A1", "A2", "A3"]
+    port = instrument.rsplit(":", 1)[1]
+    proxied = requests.get(lab_url + f"lims/proxy/{port}/api/readings?sample=S-1&n=3", timeout=10)
+    assert proxied.status_code == 200, proxied.text
+    assert proxied.json() == readings
 
     # When the demo gets SIGTERM
     demo.proc.send_signal(signal.SIGTERM)
