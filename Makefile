@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all demo test test-server test-ui install chromium chp bench clean
+.PHONY: all demo test test-server test-ui install labextension chromium chp bench clean
 
 all: test
 
@@ -26,6 +26,23 @@ $(BIN)/python:
 
 install: .stamp-install
 
+# The JupyterLab panel. `pip install -e` builds it the first time; this rebuilds it
+# when its sources change and links the environment's copy to the build
+# (`jupyter labextension develop`), so tests and the demo never see a stale panel.
+LABEXT_OUT := jupyter_lims_bridge/labextension/static/style.js
+LABEXT_SRC := $(wildcard labextension/src/*.ts labextension/src/*/*.ts labextension/src/*/*.tsx \
+                         labextension/style/* labextension/schema/*) \
+              labextension/package.json labextension/package-lock.json
+
+$(LABEXT_OUT): $(LABEXT_SRC)
+	cd labextension && npm install --no-audit --no-fund && npm run build:prod
+
+.stamp-labextension: .stamp-install $(LABEXT_OUT)
+	$(BIN)/jupyter labextension develop --overwrite . >/dev/null
+	touch $@
+
+labextension: .stamp-labextension
+
 # configurable-http-proxy for the JupyterHub end-to-end tests
 $(CHP):
 	mkdir -p $(TOOLS)
@@ -38,17 +55,17 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-demo: install
+demo: install labextension
 	$(BIN)/jupyter lims-bridge demo
 
-test: install chp chromium
+test: install labextension chp chromium
 	$(BIN)/python -m pytest tests --ignore=tests/ui $(PYTEST_ARGS)
 	$(BIN)/python -m pytest tests/ui $(PYTEST_ARGS)
 
 test-server: install
 	$(BIN)/python -m pytest tests --ignore=tests/ui --ignore=tests/e2e $(PYTEST_ARGS)
 
-test-ui: install chromium
+test-ui: install labextension chromium
 	$(BIN)/python -m pytest tests/ui $(PYTEST_ARGS)
 
 bench: install
@@ -57,4 +74,4 @@ bench: install
 	$(BIN)/python bench/proxy.py
 
 clean:
-	rm -rf $(VENV) build .stamp-install labextension/node_modules labextension/lib jupyter_lims_bridge/labextension
+	rm -rf $(VENV) build .stamp-install .stamp-labextension labextension/node_modules labextension/lib jupyter_lims_bridge/labextension
