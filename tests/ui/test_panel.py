@@ -104,7 +104,7 @@ def test_a_token_created_in_the_panel_reaches_the_backend_until_it_is_revoked(pa
     expect(panel.locator(".jp-LimsBridge-Secret")).to_have_count(0)
     row = panel.locator(".jp-LimsBridge-Token", has_text="ci")
     expect(row).to_contain_text(str(lab.backend_port))
-    expect(row.locator("dd").nth(2)).not_to_have_text("never")  # expires in a day
+    expect(row.locator("dd").nth(2)).to_have_text("tomorrow")  # expires in a day
 
     # When the user revokes it and confirms
     row.get_by_role("button", name="Revoke token ci").click()
@@ -245,13 +245,15 @@ def test_the_data_section_shows_progress_and_retries_a_failed_download(page: Pag
     page.reload()
     wait_for_lab(page)
     set_theme(page, dark=False)
-    # When the user opens the panel and folds the Proxy and Tokens sections
+    # When the user opens the panel and folds the Proxy and Tokens sections with the keyboard
     open_panel(page)
     panel = page.locator(f"#{PANEL_ID}")
     for section in ("Proxy", "Tokens"):
         header = panel.get_by_role("button", name=section, exact=True)
-        header.click()
+        header.focus()
+        page.keyboard.press("Enter")
         expect(header).to_have_attribute("aria-expanded", "false")
+        expect(panel.locator(f".jp-LimsBridge-Section-{section} .jp-LimsBridge-SectionBody")).to_be_hidden()
     data = panel.locator(".jp-LimsBridge-Section-Data")
     # Then the running job shows its progress and the failed one its reason
     progress = data.get_by_role("progressbar", name="Download of plate.csv")

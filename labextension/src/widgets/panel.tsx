@@ -239,6 +239,35 @@ function Empty(props: { children: React.ReactNode }): JSX.Element {
   return <p className="jp-LimsBridge-Empty">{props.children}</p>;
 }
 
+const TIME_UNITS: Array<[Intl.RelativeTimeFormatUnit, number]> = [
+  ['year', 365 * 86400_000],
+  ['month', 30 * 86400_000],
+  ['day', 86400_000],
+  ['hour', 3600_000],
+  ['minute', 60_000],
+  ['second', 1000]
+];
+
+/**
+ * "5 minutes ago", "tomorrow", "in 7 days". (JupyterLab's Time.formatHuman
+ * rounds future times up to the largest unit: a token expiring in a day
+ * would read "next year".)
+ */
+export function relativeTime(date: Date, now: number = Date.now()): string {
+  const formatter = new Intl.RelativeTimeFormat(document.documentElement.lang || 'en', {
+    numeric: 'auto'
+  });
+  const delta = date.getTime() - now;
+  // to the minute beyond a minute, so that "in 1 day" taken a second later stays a day
+  const rounded = Math.abs(delta) < 60_000 ? delta : Math.round(delta / 60_000) * 60_000;
+  for (const [unit, ms] of TIME_UNITS) {
+    if (Math.abs(rounded) >= ms) {
+      return formatter.format(Math.trunc(rounded / ms), unit);
+    }
+  }
+  return formatter.format(0, 'second');
+}
+
 function When(props: { iso: string | null; never?: string; prefix?: string }): JSX.Element {
   if (!props.iso) {
     return <span>{props.never ?? 'never'}</span>;
@@ -247,7 +276,7 @@ function When(props: { iso: string | null; never?: string; prefix?: string }): J
   return (
     <time dateTime={props.iso} title={Time.format(date)}>
       {props.prefix ?? ''}
-      {Time.formatHuman(date)}
+      {relativeTime(date)}
     </time>
   );
 }
@@ -458,12 +487,25 @@ function TokensSection(props: { model: LimsModel; settings: () => IPanelSettings
 function NewTokenBox(props: { model: LimsModel }): JSX.Element | null {
   const { model } = props;
   const token = model.newToken;
+  const box = React.useRef<HTMLElement>(null);
+  // bring the secret into view and put the keyboard focus on it, once per token
+  React.useEffect(() => {
+    if (box.current) {
+      box.current.scrollIntoView({ block: 'nearest' });
+      box.current.focus({ preventScroll: true });
+    }
+  }, [token?.id]);
   if (!token) {
     return null;
   }
   const firstPort = token.ports && token.ports.length > 0 ? token.ports[0] : model.allowedPorts[0];
   return (
-    <section className="jp-LimsBridge-NewToken" aria-label={`New token ${token.name}`}>
+    <section
+      ref={box}
+      tabIndex={-1}
+      className="jp-LimsBridge-NewToken"
+      aria-label={`New token ${token.name}`}
+    >
       <div className="jp-LimsBridge-NewTokenTitle">New token “{token.name}”</div>
       <p className="jp-LimsBridge-Notice">
         <strong>Copy it now: you will not see it again.</strong> Anyone holding it can reach{' '}
