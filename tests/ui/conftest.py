@@ -222,10 +222,20 @@ def page(browser, lab) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(20_000)
     page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    page.on(
+        "console",
+        lambda message: errors.append(message.text) if message.type == "error" else None,
+    )
     # ?token= logs in (sets the cookie); ?reset starts from the default layout
     page.goto(f"{lab.url}lab?token={lab.token}&reset")
     yield page
     context.close()
+    # the extension itself logs nothing as an error (tests that make the server
+    # fail on purpose see the browser report those failed requests, not our code)
+    ours = [e for e in errors if "lims" in e.lower() and "Failed to load resource" not in e]
+    assert not ours, ours
 
 
 @pytest.fixture

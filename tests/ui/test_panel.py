@@ -106,6 +106,23 @@ def test_a_token_created_in_the_panel_reaches_the_backend_until_it_is_revoked(pa
     expect(row).to_contain_text(str(lab.backend_port))
     expect(row.locator("dd").nth(2)).to_have_text("tomorrow")  # expires in a day
 
+    # When the server refuses a request, the panel shows the server's message
+    page.route(
+        "**/lims/api/tokens?*",
+        lambda route: route.fulfill(
+            status=403,
+            content_type="application/json",
+            body=json.dumps({"message": "A token can only be scoped to ports in allowed_ports.",
+                             "reason": "port_not_allowed"}),
+        ) if route.request.method == "POST" else route.fallback(),
+    )
+    panel.get_by_role("button", name="New token…").click()
+    form.get_by_label("Name").fill("too-wide")
+    form.get_by_role("button", name="Create token").click()
+    expect(form.get_by_role("alert")).to_have_text("A token can only be scoped to ports in allowed_ports.")
+    form.get_by_role("button", name="Cancel").click()
+    page.unroute("**/lims/api/tokens?*")
+
     # When the user revokes it and confirms
     row.get_by_role("button", name="Revoke token ci").click()
     dialog = page.locator(".jp-Dialog")
@@ -118,6 +135,15 @@ def test_a_token_created_in_the_panel_reaches_the_backend_until_it_is_revoked(pa
     response = wait_for_status(lab, token, 401)
     assert response.status_code == 401
     assert response.json()["reason"] == "token_invalid"
+
+
+def test_the_settings_schema_is_served_with_a_title_and_description_per_property(lab: Lab):
+    response = lab.api("GET", "lab/api/settings/jupyter-lims-bridge:plugin")
+    assert response.status_code == 200
+    properties = response.json()["schema"]["properties"]
+    assert set(properties) == {"refreshInterval", "defaultTokenExpiry"}
+    for name, spec in properties.items():
+        assert spec.get("title") and spec.get("description"), name
 
 
 def test_switching_the_mode_to_disabled_refuses_the_proxy(page: Page, lab: Lab, reset_proxy_mode):
@@ -178,6 +204,13 @@ def test_a_deep_link_opens_the_notebook_with_an_eln_link_and_lists_it_first(page
         "href", S42["url"]
     )
     screenshot(page, "deep-link-notebook-and-recent-light")
+
+    # And a notebook that was not opened from the ELN has no such link
+    plain = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+    assert lab.api("PUT", "api/contents/plain.ipynb", data=json.dumps(plain)).status_code in (200, 201)
+    page.evaluate("() => { window.jupyterapp.commands.execute('docmanager:open', {path: 'plain.ipynb'}); }")
+    expect(page.locator(".jp-NotebookPanel:visible .jp-NotebookPanel-toolbar")).to_be_visible()
+    expect(page.locator(".jp-NotebookPanel:visible .jp-LimsBridge-ElnLink")).to_be_hidden()
 
     # When the user opens the older entry from the panel, its notebook opens
     items.nth(1).get_by_role("button").click()
