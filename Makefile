@@ -28,7 +28,7 @@ install: .stamp-install
 
 # The JupyterLab panel. `pip install -e` builds it the first time; this rebuilds it
 # when its sources change and links the environment's copy to the build
-# (`jupyter labextension develop`), so tests and the demo never see a stale panel.
+# (`jupyter-builder develop`), so tests and the demo never see a stale panel.
 LABEXT_OUT := jupyter_lims_bridge/labextension/static/style.js
 LABEXT_SRC := $(wildcard labextension/src/*.ts labextension/src/*/*.ts labextension/src/*/*.tsx \
                          labextension/style/* labextension/schema/*) \
@@ -38,7 +38,7 @@ $(LABEXT_OUT): $(LABEXT_SRC)
 	cd labextension && npm install --no-audit --no-fund && npm run build:prod
 
 .stamp-labextension: .stamp-install $(LABEXT_OUT)
-	$(BIN)/jupyter labextension develop --overwrite . >/dev/null
+	$(BIN)/jupyter-builder develop --overwrite . >/dev/null
 	touch $@
 
 labextension: .stamp-labextension
