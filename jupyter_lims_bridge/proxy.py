@@ -43,6 +43,7 @@ FAST_PATH = tornado.version_info[:2] in {(6, 5), (6, 6)}
 CHUNK = 256 * 1024
 HEAD_LIMIT = 64 * 1024
 UPLOAD_HIGH_WATER = 1024 * 1024
+SMALL_BODY = 64 * 1024
 
 # RFC 9110 7.6.1 plus the legacy ones still seen in the wild.
 HOP_BY_HOP = frozenset(
@@ -116,6 +117,8 @@ class ProxySettings:
         self.websocket_max_message_size = websocket_max_message_size
         self.event_logger = event_logger
         self.pool = UpstreamPool()
+        #: Host header -> result of Jupyter's check_host (the handlers fill it)
+        self.host_checks: dict[str, bool] = {}
         self._activity_next = 0.0
 
     def touch_activity(self, settings: dict[str, Any]) -> None:
@@ -165,12 +168,15 @@ class BackendUnavailable(Exception):
 
 
 class UpstreamPool:
-    """Idle keep-alive connections to 127.0.0.1, per port, newest first."""
+    """Idle keep-alive connections to 127.0.0.1, per port, newest first; and
+    the relay buffers, reused across requests (allocating 2 x 256 KiB per
+    request would cost more than a small request itself)."""
 
     def __init__(self, max_idle_per_port: int = 64, idle_timeout: float = 60.0) -> None:
         self.max_idle_per_port = max_idle_per_port
         self.idle_timeout = idle_timeout
         self._idle: dict[int, list[tuple[IOStream, float]]] = {}
+        self._buffers: list[tuple[memoryview, memoryview]] = []
         #: connections opened so far (the benchmark reports connects per request)
         self.connects = 0
 
@@ -196,6 +202,16 @@ class UpstreamPool:
             stream.close()
             raise BackendUnavailable(str(e)) from None
         return stream
+
+    def take_buffers(self) -> tuple[memoryview, memoryview]:
+        # two buffers per exchange: one is read into while the other is flushed
+        if self._buffers:
+            return self._buffers.pop()
+        return memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))
+
+    def give_buffers(self, buffers: tuple[memoryview, memoryview]) -> None:
+        if len(self._buffers) < 16:
+            self._buffers.append(buffers)
 
     def release(self, port: int, stream: IOStream) -> None:
         if stream.closed():
@@ -494,24 +510,35 @@ class UpstreamExchange:
     async def _relay_exact(self, remaining: int, write: Callable[[Any], Awaitable[None]]) -> None:
         stream = self.stream
         assert stream is not None
-        bufs = _buffers()
+        if remaining <= SMALL_BODY:
+            # small bodies: one read from tornado's buffer, no relay buffers
+            await write(await stream.read_bytes(remaining))
+            return
+        bufs = self.pool.take_buffers()
         i = 0
         pending: Awaitable[None] | None = None
-        while remaining > 0:
-            view = bufs[i]
-            n = await stream.read_into(view[: min(CHUNK, remaining)], partial=True)
-            remaining -= n
+        try:
+            while remaining > 0:
+                view = bufs[i]
+                n = await stream.read_into(view[: min(CHUNK, remaining)], partial=True)
+                remaining -= n
+                if pending is not None:
+                    await pending  # the other buffer is free again
+                pending = write(view[:n])
+                i ^= 1
             if pending is not None:
-                await pending  # the other buffer is free again
-            pending = write(view[:n])
-            i ^= 1
-        if pending is not None:
-            await pending
+                await pending
+        except BaseException:
+            # a write may still reference a buffer: never hand it out again
+            raise
+        else:
+            self.pool.give_buffers(bufs)
 
     async def _relay_until_close(self, write: Callable[[Any], Awaitable[None]]) -> None:
         stream = self.stream
         assert stream is not None
-        bufs = _buffers()
+        # not returned to the pool: simpler than tracking a failed last write
+        bufs = self.pool.take_buffers()
         i = 0
         pending: Awaitable[None] | None = None
         while True:
@@ -539,11 +566,6 @@ class UpstreamExchange:
         self.stream = None
 
 
-def _buffers() -> tuple[memoryview, memoryview]:
-    # two buffers per exchange: one is read into while the other is flushed
-    return memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK))
-
-
 def _keep_alive(start: httputil.ResponseStartLine, headers: httputil.HTTPHeaders) -> bool:
     conn = headers.get("Connection", "").lower()
     if start.version == "HTTP/1.1":
@@ -562,13 +584,70 @@ async def _quiet(future: Awaitable[None]) -> None:
 
 
 class UpstreamWebSocket(websocket.WebSocketClientConnection):
-    """The backend side of a relayed websocket: forwards the backend's pings."""
+    """The backend side of a relayed websocket.
+
+    Until the client side is attached, messages wait in tornado's one-slot
+    queue (which holds the backend back); after that each message goes
+    straight to ``on_upstream_message``, whose awaitable (only when the
+    client is behind) holds the backend back in the same way.
+    """
 
     on_upstream_ping: Callable[[bytes], None] | None = None
+    on_upstream_message: Callable[[str | bytes], Awaitable[None] | None] | None = None
+    on_upstream_close: Callable[[], None] | None = None
 
     def on_ping(self, data: bytes) -> None:
         if self.on_upstream_ping is not None:
             self.on_upstream_ping(data)
+
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        if self.on_upstream_message is not None:
+            return self.on_upstream_message(message)
+        return super().on_message(message)
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        if self.on_upstream_close is not None:
+            self.on_upstream_close()
+
+    def attach(
+        self,
+        on_message: Callable[[str | bytes], Awaitable[None] | None],
+        on_close: Callable[[], None],
+    ) -> None:
+        """Send every later message to ``on_message``, after those already queued."""
+        self.on_upstream_message = on_message
+        self.on_upstream_close = on_close
+        while self.read_queue.qsize():
+            message = self.read_queue.get_nowait()
+            if message is None:
+                on_close()
+                return
+            on_message(message)
+        if self.protocol is None:
+            on_close()
+
+    def writing(self) -> bool:
+        """Whether a write to the backend is still waiting for the socket."""
+        protocol = self.protocol
+        stream = getattr(protocol, "stream", None)
+        return bool(stream is not None and stream.writing())
+
+
+def relay_write(future: Awaitable[None], behind: bool) -> Awaitable[None] | None:
+    """What a websocket ``on_message`` returns for a relayed write: nothing when
+    the write went out at once, else the write, so tornado waits before
+    reading the next frame (backpressure). Errors end up in ``on_close``."""
+    if isinstance(future, asyncio.Future):
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return _quiet_ws(future) if behind else None
+
+
+async def _quiet_ws(future: Awaitable[None]) -> None:
+    try:
+        await future
+    except (websocket.WebSocketClosedError, StreamClosedError):
+        pass
 
 
 async def connect_websocket(
@@ -615,6 +694,7 @@ __all__ = [
     "UpstreamExchange",
     "UpstreamPool",
     "connect_websocket",
+    "relay_write",
     "request_headers",
     "response_headers",
     "rewrite_location",

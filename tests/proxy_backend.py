@@ -14,6 +14,7 @@ listening. Endpoints (all generate their data; nothing is read from disk):
 - ``/cookies``       sets a Jupyter-named and a normal cookie
 - ``/small``         1 KiB (the benchmark's small GET)
 - ``/peer``          the client's TCP port (shows connection reuse)
+- ``/stats``         JSON: TCP connections accepted so far
 - ``/ws``            websocket echo; picks subprotocol ``echo.v2`` when offered;
                      "close" closes with 4001, "ping-me" sends a ping first
 """
@@ -159,6 +160,21 @@ class Peer(web.RequestHandler):
         self.finish(str(self.request.connection.stream.socket.getpeername()[1]))
 
 
+CONNECTIONS = 0
+
+
+class CountingServer(HTTPServer):
+    def handle_stream(self, stream, address):
+        global CONNECTIONS
+        CONNECTIONS += 1
+        return super().handle_stream(stream, address)
+
+
+class Stats(web.RequestHandler):
+    def get(self) -> None:
+        self.finish({"connections": CONNECTIONS})
+
+
 class Echo_WS(websocket.WebSocketHandler):
     def select_subprotocol(self, subprotocols):
         return "echo.v2" if "echo.v2" in subprotocols else None
@@ -194,6 +210,7 @@ def make_app() -> web.Application:
             (r"/cookies", Cookies),
             (r"/small", Small),
             (r"/peer", Peer),
+            (r"/stats", Stats),
             (r"/ws", Echo_WS),
             (r"/echo.*", Echo),
         ],
@@ -202,7 +219,7 @@ def make_app() -> web.Application:
 
 
 async def main(port: int) -> None:
-    server = HTTPServer(make_app(), max_body_size=1 << 40, idle_connection_timeout=3600)
+    server = CountingServer(make_app(), max_body_size=1 << 40, idle_connection_timeout=3600)
     server.listen(port, address="127.0.0.1")
     print("ready", flush=True)
     await asyncio.Event().wait()

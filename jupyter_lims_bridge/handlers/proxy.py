@@ -18,7 +18,6 @@ before the port), or put a token in a log line or an error.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable
 from http.client import responses
@@ -77,7 +76,16 @@ class _ProxyAuthMixin(BridgeMixin):
     async def authorize_proxy(self, port_text: str) -> int:
         """The port to reach, or a :class:`LimsError`; sets ``proxy_via``."""
         self.current_user = self._jupyter_current_user = None  # type: ignore[attr-defined]
-        if not self.check_host():  # type: ignore[attr-defined]
+        # Jupyter's DNS-rebinding guard, remembered per Host value: it parses
+        # an address and stats a path, a visible cost on small requests
+        host = self.request.host
+        checks = self.bridge.port_proxy.host_checks
+        allowed = checks.get(host)
+        if allowed is None:
+            allowed = bool(self.check_host())  # type: ignore[attr-defined]
+            if len(checks) < 256:
+                checks[host] = allowed
+        if not allowed:
             raise web.HTTPError(403)
         settings = self.bridge.port_proxy
         port = int(port_text)
@@ -398,35 +406,37 @@ class ProxyWebSocketHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandl
         self._session_started = settings.session_started(
             self._port, self._path, self.proxy_via, self.selected_subprotocol
         )
-        self._pump_task = asyncio.ensure_future(self._pump())
+        assert self.upstream is not None
+        self.upstream.attach(self._from_upstream, self._upstream_closed)
 
-    async def _pump(self) -> None:
-        upstream = self.upstream
-        assert upstream is not None
-        settings = self.bridge.port_proxy
-        while True:
-            message = await upstream.read_message()
-            if message is None:
-                break
-            self._messages += 1
-            settings.touch_activity(self.settings)
-            try:
-                await self.write_message(message, binary=isinstance(message, bytes))
-            except (websocket.WebSocketClosedError, StreamClosedError):
-                break
-        if self.ws_connection is not None and not self.ws_connection.is_closing():
-            self.close(proxy.sendable_close_code(upstream.close_code), upstream.close_reason)
-
-    async def on_message(self, message: str | bytes) -> None:  # type: ignore[override]
-        upstream = self.upstream
-        if upstream is None:
-            return
+    def _from_upstream(self, message: str | bytes) -> Awaitable[None] | None:
         self._messages += 1
         self.bridge.port_proxy.touch_activity(self.settings)
         try:
-            await upstream.write_message(message, binary=isinstance(message, bytes))
-        except (websocket.WebSocketClosedError, StreamClosedError):
+            future = self.write_message(message, binary=isinstance(message, bytes))
+        except websocket.WebSocketClosedError:
+            return None
+        stream = self.ws_connection.stream if self.ws_connection is not None else None  # type: ignore[attr-defined]
+        return proxy.relay_write(future, bool(stream is not None and stream.writing()))
+
+    def _upstream_closed(self) -> None:
+        upstream = self.upstream
+        if upstream is None or self.ws_connection is None or self.ws_connection.is_closing():
+            return
+        self.close(proxy.sendable_close_code(upstream.close_code), upstream.close_reason)
+
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:  # type: ignore[override]
+        upstream = self.upstream
+        if upstream is None:
+            return None
+        self._messages += 1
+        self.bridge.port_proxy.touch_activity(self.settings)
+        try:
+            future = upstream.write_message(message, binary=isinstance(message, bytes))
+        except websocket.WebSocketClosedError:
             self.close(1011, "backend closed")
+            return None
+        return proxy.relay_write(future, upstream.writing())
 
     def on_ping(self, data: bytes) -> None:
         if self.upstream is not None:
