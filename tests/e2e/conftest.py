@@ -36,12 +36,14 @@ is missing the tests are skipped with the reason, except under ``make test``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -239,11 +241,31 @@ class Hub:
                 raise RuntimeError(f"jupyterhub did not answer in {START_TIMEOUT} s:\n{self.log_tail()}")
             time.sleep(0.2)
 
+    def _server_pids(self) -> list[int]:
+        """Pids of the proxy and the single-user servers (from its pid file and the
+        hub's database): each runs in its own session, so killing the hub's
+        process group misses them."""
+        pids = []
+        with contextlib.suppress(OSError, ValueError):
+            pids.append(int((self.root / "proxy.pid").read_text().strip()))
+        try:
+            with contextlib.closing(sqlite3.connect(self.root / "jupyterhub.sqlite")) as db:
+                rows = db.execute("SELECT state FROM spawners").fetchall()
+        except sqlite3.Error:
+            rows = []
+        for (state,) in rows:
+            with contextlib.suppress(TypeError, ValueError):
+                pid = json.loads(state or "{}").get("pid")
+                if isinstance(pid, int) and pid > 0:
+                    pids.append(pid)
+        return pids
+
     def close(self) -> None:
         for session in self._sessions.values():
             session.close()
         if self.proc is None:
             return
+        server_pids = self._server_pids()
         if self.proc.poll() is None:
             # SIGTERM: the hub stops the single-user servers and the proxy itself
             self.proc.send_signal(signal.SIGTERM)
@@ -260,6 +282,24 @@ class Hub:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        # what the hub could not stop (a server's kernels are in its session)
+        for pid in server_pids:
+            if self._is_ours(pid):
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is still this hub's proxy or one of its servers (not a reused pid)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            return False
+        if any(arg.endswith(b"configurable-http-proxy") for arg in cmdline):
+            return str(self.port).encode() in cmdline
+        return any(arg.endswith(b"jupyterhub-singleuser") for arg in cmdline) and cwd.startswith(
+            str(self.root)
+        )
 
     def extension_errors(self) -> str:
         """The bridge's load errors in the single-user servers' logs (they go to the hub's log)."""
