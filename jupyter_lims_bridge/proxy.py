@@ -457,6 +457,27 @@ class UpstreamExchange:
             return "length"
         return "close"
 
+    async def read_small_body(self) -> bytes | None:
+        """The whole body when it is known to be small (so the client gets head
+        and body in one write), else ``None`` and :meth:`relay_body` streams it."""
+        framing = self.body_framing()
+        if framing == "none":
+            body = b""
+        elif framing == "length" and int(self._headers["Content-Length"]) <= SMALL_BODY:
+            assert self.stream is not None
+            try:
+                body = await self.stream.read_bytes(int(self._headers["Content-Length"]))
+            except (StreamClosedError, OSError) as e:
+                self.failed = e
+                self.stream.close()
+                raise BackendUnavailable(str(e)) from None
+        else:
+            return None
+        self.reusable = (
+            _keep_alive(self._start, self._headers) and self.body_sent and self.failed is None
+        )
+        return body
+
     async def relay_body(
         self,
         write: Callable[[Any], Awaitable[None]],

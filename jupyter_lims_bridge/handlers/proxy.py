@@ -234,6 +234,10 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             self.exchange = None
             raise LimsError("backend_unavailable") from None
 
+    def compute_etag(self) -> None:
+        # the backend's caching headers apply, tornado must not add an Etag
+        return None
+
     def _preflight(self) -> None:
         self.set_status(204)
         self.clear_header("Content-Type")
@@ -289,6 +293,17 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             headers["Transfer-Encoding"] = "chunked"
         self.set_status(start.code, start.reason or responses.get(start.code, "Unknown"))
         self._set_response_headers(headers)
+        try:
+            small = await exchange.read_small_body()
+        except proxy.BackendUnavailable:
+            raise LimsError("backend_unavailable") from None
+        if small is not None:
+            # head and body in one write: one syscall less per small request
+            if small and method != "HEAD":
+                self.write(small)
+            self.bridge.port_proxy.touch_activity(self.settings)
+            self.finish()
+            return
         connection = self.request.connection
         try:
             await self.flush()
