@@ -1,0 +1,156 @@
+"""The deep-link launch page in a real browser while data is staged: progress,
+a failure with its reason, "Retry", then navigation to the notebook.
+
+A ``jupyter server`` subprocess on 127.0.0.1 (configured through
+``LIMS_BRIDGE_*`` variables, as a spawner would), the test file server in a
+thread, and Debian Chromium driven by sync Playwright. pytest-jupyter's
+event loop is switched off in this module (sync Playwright runs its own).
+Skipped when Playwright or Chromium is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from jupyter_lims_bridge import signing
+
+from .fileserver import FileServer
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = os.environ.get("LIMS_BRIDGE_CHROMIUM", "/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="no Chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage"]
+OWNER = "alice"
+BASE = f"/user/{OWNER}/"
+
+SLOW = os.urandom(1024 * 1024)
+BAD = os.urandom(64 * 1024)
+
+
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> Iterator[None]:
+    """No pytest-jupyter event loop: sync Playwright starts its own."""
+    yield
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup() -> Iterator[None]:
+    yield
+
+
+@pytest.fixture
+def file_server():
+    server = FileServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def server(tmp_path, key_pair, file_server):
+    """A jupyter server with the bridge; yields (url, login token)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    login = secrets.token_hex(16)
+    root = tmp_path / "root"
+    root.mkdir()
+    env = {
+        **os.environ,
+        "LIMS_BRIDGE_OWNER": OWNER,
+        "LIMS_BRIDGE_PUBLIC_KEYS": json.dumps([key_pair[1]]),
+        "LIMS_BRIDGE_DATA_URL_PREFIXES": json.dumps([file_server.prefix]),
+        "LIMS_BRIDGE_STATE_DIR": str(tmp_path / "state"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "jupyter_server_config.py").write_text(
+        "c.ServerApp.jpserver_extensions = {'jupyter_lims_bridge': True}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--ServerApp.token={login}", "--ServerApp.allow_root=True", f"--ServerApp.base_url={BASE}",
+         f"--ServerApp.root_dir={root}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"),
+    )
+    url = f"http://127.0.0.1:{port}{BASE}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url + "api/status", headers={"Authorization": f"token {login}"}, timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError((tmp_path / "server.log").read_text()[-2000:]) from None
+                time.sleep(0.2)
+        yield url, login, root
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_launch_page_shows_progress_and_a_failure_then_retries_and_opens(server, file_server, private_key):
+    url, login, root = server
+    slow = file_server.add("slow.bin", SLOW, delay=0.05, chunk=32 * 1024)  # about 1.6 s
+    # a 404 fails the job at once (no retry of a missing file)
+    bad = file_server.add("bad.bin", BAD, status=404)
+    token = signing.make_token(
+        private_key, sub=OWNER, entity={"type": "sample", "id": "S-42", "title": "Buffer screen 3"},
+        data=[
+            {"name": "slow.bin", "url": slow, "size": len(SLOW)},
+            {"name": "bad.bin", "url": bad, "sha256": hashlib.sha256(BAD).hexdigest()},
+        ],
+    )
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            # Given the owner follows the deep link (logged in by Jupyter's own token here)
+            page.goto(f"{url}lims/open?lims_token={quote(token)}&token={login}")
+            # Then while the slow download runs, its item shows a progress bar and bytes
+            page.locator('li[data-name="slow.bin"] progress').wait_for(timeout=15000)
+            page.wait_for_function(
+                "() => / of 1\\.0 MiB/.test(document.querySelector('li[data-name=\"slow.bin\"]').textContent)",
+                timeout=15000,
+            )
+            # And when the other item has failed: its reason, and a choice
+            failed = page.locator('li[data-name="bad.bin"][data-status="failed"]')
+            failed.wait_for(timeout=20000)
+            assert "download_failed" in failed.text_content()
+            # (the page keeps waiting for the slow item, then offers the choice)
+            retry = page.get_by_role("button", name="Retry")
+            retry.wait_for(timeout=20000)
+            assert page.locator('li[data-name="slow.bin"]').get_attribute("data-status") == "done"
+            assert page.get_by_text("Open the notebook anyway").is_visible()
+            assert page.url.startswith(f"{url}lims/open")  # it did not navigate on its own
+            # When the server recovers and the user clicks Retry
+            file_server.files["bad.bin"].status = None
+            retry.click()
+            # Then the job finishes and the page navigates to the notebook
+            page.wait_for_url("**/lab/tree/lims/sample-S-42/S-42.ipynb", timeout=30000)
+        finally:
+            browser.close()
+    data = root / "lims" / "sample-S-42" / "data"
+    assert (data / "slow.bin").read_bytes() == SLOW
+    assert (data / "bad.bin").read_bytes() == BAD
