@@ -22,6 +22,8 @@ API for tests (see :class:`Hub`)::
                                       # alice's own APIs, e.g. POST user_url + "lims/api/tokens"
     hub.allowed_ports            # range(18050, 18061): LIMS_BRIDGE_ALLOWED_PORTS of every server
     hub.mount_dir                # the "archive" data mount (LIMS_BRIDGE_DATA_MOUNTS)
+    hub.files_dir, hub.files_url # a LIMS file server: files put in files_dir are served
+                                 # under files_url (LIMS_BRIDGE_DATA_URL_PREFIXES)
     hub.stop("alice")            # stop the server (e.g. to respawn with other env)
     hub.set_env({"LIMS_BRIDGE_PROXY_MODE": "open"}, user="alice")  # env of later spawns
     hub.api("GET", "users/alice")   # hub REST API with an admin service token
@@ -46,8 +48,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +168,22 @@ c.Spawner.pre_spawn_hook = pre_spawn_hook
 '''
 
 
+class _QuietFileServer(ThreadingHTTPServer):
+    """Serves ``directory`` on a free loopback port, without access log lines."""
+
+    daemon_threads = True
+
+    def __init__(self, directory: Path) -> None:
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, directory=str(directory), **kwargs)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
 class Hub:
     """A running JupyterHub; see the module docstring for the API."""
 
@@ -182,12 +202,18 @@ class Hub:
         self.public_key = public_pem.decode()
         self.mount_dir = root / "mnt" / "archive"
         self.allowed_ports = ALLOWED_PORTS
+        # a LIMS file server for data items with a "url" (LIMS_BRIDGE_DATA_URL_PREFIXES)
+        self.files_dir = root / "lims-files"
+        self.files_dir.mkdir()
+        self._files = _QuietFileServer(self.files_dir)
+        self.files_url = f"http://127.0.0.1:{self._files.server_port}/"
         self._sessions: dict[str, requests.Session] = {}
         self._env: dict[str, dict[str, str]] = {
             "*": {
                 "LIMS_BRIDGE_PUBLIC_KEYS": json.dumps([self.public_key]),
                 "LIMS_BRIDGE_ALLOWED_PORTS": f"{ALLOWED_PORTS[0]}-{ALLOWED_PORTS[-1]}",
                 "LIMS_BRIDGE_DATA_MOUNTS": json.dumps({"archive": str(self.mount_dir)}),
+                "LIMS_BRIDGE_DATA_URL_PREFIXES": json.dumps([self.files_url]),
             }
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -196,6 +222,7 @@ class Hub:
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
+        threading.Thread(target=self._files.serve_forever, daemon=True).start()
         (self.mount_dir / "2026" / "S-42" / "raw").mkdir(parents=True)
         (self.mount_dir / "2026" / "S-42" / "raw" / "run1.csv").write_text("a,b\n1,2\n")
         self._write_env()
@@ -263,6 +290,7 @@ class Hub:
     def close(self) -> None:
         for session in self._sessions.values():
             session.close()
+        self._files.shutdown()
         if self.proc is None:
             return
         server_pids = self._server_pids()

@@ -8,6 +8,7 @@ these tests follow the path a scientist's click and a LIMS backend take:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -198,3 +199,33 @@ def test_the_owners_session_reads_status_configured_by_the_spawner(hub):
     assert status["mounts"] == ["archive"]
     # and the anonymous client is refused
     assert anonymous.status_code in (302, 401, 403)
+
+
+def test_deep_link_with_data_waits_for_the_download_then_opens(hub, page):
+    # Given an entry with a file on the LIMS's file server and a folder on the mounted store
+    content = b"well,value\n" + b"".join(b"A%d,%d\n" % (i, i * 7) for i in range(1, 5000))
+    (hub.files_dir / "plate-700.csv").write_bytes(content)
+    data = [
+        {
+            "name": "plate.csv",
+            "url": hub.files_url + "plate-700.csv",
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "size": len(content),
+        },
+        {"name": "raw", "mount": "archive", "path": "2026/S-42/raw"},
+    ]
+    hub.browser_login(page, "alice")
+    link = hub.deep_link("alice", entity=entity("S-700", "Plate with data"), data=data)
+    staging = []
+    page.on("response", lambda r: staging.append(r.status) if "/lims/api/staging" in r.url else None)
+
+    # When alice follows the link
+    page.goto(link)
+
+    # Then she lands on the notebook with the data beside it: downloaded, verified, linked
+    wait_for_url(hub, page, re.compile(r"/user/alice/lab/tree/lims/sample-S-700/S-700\.ipynb$"))
+    folder = hub.home("alice") / "lims" / "sample-S-700"
+    assert (folder / "data" / "plate.csv").read_bytes() == content
+    assert (folder / "data" / "raw" / "run1.csv").read_text() == "a,b\n1,2\n"
+    # and the launch page's progress polls, if any, were answered through the hub
+    assert all(status == 200 for status in staging), staging
