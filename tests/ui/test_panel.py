@@ -137,6 +137,20 @@ def test_a_token_created_in_the_panel_reaches_the_backend_until_it_is_revoked(pa
     assert response.json()["reason"] == "token_invalid"
 
 
+def test_the_panel_is_restored_with_the_layout(page: Page, lab: Lab):
+    # Given the user opened the LIMS panel
+    open_panel(page)
+    page.wait_for_timeout(1500)  # JupyterLab saves the layout to the workspace shortly after
+    # When JupyterLab is loaded again (without resetting the workspace)
+    page.goto(f"{lab.url}lab")
+    # Then the panel is open again, without a click
+    wait_for_lab(page)
+    expect(page.locator(f"#{PANEL_ID}")).to_be_visible()
+    expect(page.locator(f'.jp-SideBar .lm-TabBar-tab[data-id="{PANEL_ID}"]')).to_have_class(
+        re.compile(r"lm-mod-current")
+    )
+
+
 def test_the_settings_schema_is_served_with_a_title_and_description_per_property(lab: Lab):
     response = lab.api("GET", "lab/api/settings/jupyter-lims-bridge:plugin")
     assert response.status_code == 200

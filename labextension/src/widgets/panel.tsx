@@ -654,7 +654,7 @@ function entityLabel(entry: IRecentEntry): string {
 
 function RecentSection(props: { model: LimsModel; openPath: (path: string) => void }): JSX.Element {
   const recent = [...(props.model.status?.recent ?? [])].sort((a, b) =>
-    b.openedAt.localeCompare(a.openedAt)
+    (b.openedAt ?? '').localeCompare(a.openedAt ?? '')
   );
   if (props.model.status === null) {
     return unavailable(props.model) ?? <Empty>Not available.</Empty>;
