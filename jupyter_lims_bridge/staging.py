@@ -57,6 +57,9 @@ CHUNK_SIZE = 1 << 20
 #: Written bytes after which the kernel is asked to start writing them to disk,
 #: so the final fsync waits for little, and a big download does not fill the page cache.
 WRITEBACK_BYTES = 16 << 20
+#: An existing file up to this size is hashed before ``apply`` answers; a bigger one
+#: is checked by a job (``running`` while it is hashed), so an open answers at once.
+INLINE_VERIFY_BYTES = 32 << 20
 #: Finished jobs kept for ``GET lims/api/staging`` before the oldest are dropped.
 MAX_FINISHED_JOBS = 500
 #: Redirects followed per request; each hop must stay inside ``data_url_prefixes``.
@@ -167,6 +170,8 @@ class Job:
     finished: float | None = None
     #: bytes received from the network (not counting a resumed partial), for tests and events
     bytes_fetched: int = 0
+    #: only check the file already at ``target`` against ``sha256``; fetch nothing
+    verify_only: bool = False
     _response: Any = field(default=None, repr=False)
 
     @property
@@ -367,10 +372,13 @@ class DataStager:
             # a second open of the same entry while the first still fetches
             return {**result, "status": active.state, "job": active.id}
         existing = await self._existing_state(p)
-        if existing is not None:
-            if existing == "conflict":
-                self._emit("conflict", p.item.name, p.api_path, url=p.item.url, reason="conflict")
-                return {**result, "status": "conflict", "reason": "conflict"}
+        if existing == "conflict":
+            self._emit("conflict", p.item.name, p.api_path, url=p.item.url, reason="conflict")
+            return {**result, "status": "conflict", "reason": "conflict"}
+        if existing == "done":
+            # a partial file left by an earlier, interrupted job is of no use now
+            _unlink(p.target.with_name(f".{p.target.name}.part"))
+            _unlink(p.target.with_name(f".{p.target.name}.part.json"))
             return {**result, "status": "done"}
         job = Job(
             id=secrets.token_urlsafe(9),
@@ -381,6 +389,7 @@ class DataStager:
             sha256=p.item.sha256.lower() if p.item.sha256 else None,
             size=p.item.size,
             bytes_total=p.item.size,
+            verify_only=existing == "verify",
         )
         self._jobs[job.id] = job
         self._forget_old_jobs()
@@ -391,7 +400,8 @@ class DataStager:
         return {**result, "status": QUEUED, "job": job.id}
 
     async def _existing_state(self, p: PlannedItem) -> str | None:
-        """``None`` when nothing is at the item's place, else ``"done"`` or ``"conflict"``."""
+        """``None`` when nothing is at the item's place, else ``"done"``, ``"conflict"``,
+        or ``"verify"`` (a big file to be hashed by a job)."""
         target = p.target
         if not target.is_symlink() and not target.exists():
             return None
@@ -407,6 +417,8 @@ class DataStager:
         known = self._verified.get(target)
         if known == (st.st_ino, st.st_size, st.st_mtime_ns, want):
             return "done"
+        if st.st_size > INLINE_VERIFY_BYTES:
+            return "verify"
         digest = await asyncio.to_thread(_sha256_of, target)
         if digest != want:
             return "conflict"
@@ -455,7 +467,8 @@ class DataStager:
             )
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        self._active[job.target] = job
+        with self._lock:
+            self._active[job.target] = job
         self._executor.submit(self._run, job)
 
     def _forget_old_jobs(self) -> None:
@@ -489,6 +502,10 @@ class DataStager:
                 self._finish_failed(
                     job, "download_failed", f"{job.name} could not be written ({e.strerror or 'I/O error'})."
                 )
+        except requests.RequestException as e:
+            # its text holds the URL (and so the query): only its type is logged
+            self.log.warning("lims-bridge: staging %s failed: %s", job.name, type(e).__name__)
+            self._finish_failed(job, "download_failed", f"The download failed ({type(e).__name__}).")
         except Exception:  # noqa: BLE001 - a job ends as failed, whatever went wrong
             self.log.exception("lims-bridge: staging %s failed unexpectedly", job.name)
             self._finish_failed(job, "download_failed", "The download failed unexpectedly.")
@@ -496,6 +513,8 @@ class DataStager:
             job.state, job.finished = DONE, time.monotonic()
             elapsed = max(job.finished - (job.started or job.finished), 1e-6)
             job.speed = job.bytes_fetched / elapsed
+            if job.verify_only:  # the file was there already: nothing was staged
+                return
             self.log.info(
                 "lims-bridge: staged %s (%s) from %s", job.path, _human(job.bytes_done), safe_url(job.url)
             )
@@ -505,8 +524,9 @@ class DataStager:
             )
         finally:
             job._response = None
-            if self._active.get(job.target) is job:
-                del self._active[job.target]
+            with self._lock:
+                if self._active.get(job.target) is job:
+                    del self._active[job.target]
 
     def _finish_failed(self, job: Job, reason: str, message: str, *, keep_partial: bool = False) -> None:
         if not keep_partial:
@@ -516,10 +536,23 @@ class DataStager:
         self.log.info(
             "lims-bridge: staging %s from %s failed: %s", job.path, safe_url(job.url), reason
         )
-        self._emit("failed", job.name, job.path, url=job.url, job=job.id, reason=reason)
+        action = "conflict" if reason == "conflict" else "failed"
+        self._emit(action, job.name, job.path, url=job.url, job=job.id, reason=reason)
+
+    def _verify_existing(self, job: Job) -> None:
+        """Hash the file already at the item's place: ``done`` if it matches, else ``conflict``."""
+        st = job.target.stat()
+        job.bytes_total = st.st_size
+        hasher = _sha256_prefix(job.target, None, self._stopping, progress=job)
+        if hasher.hexdigest() != job.sha256:
+            raise _JobFailed("conflict", f"A different file named {job.name} is already there; it is kept.")
+        self._verified[job.target] = (st.st_ino, st.st_size, st.st_mtime_ns, job.sha256)
 
     def _download(self, job: Job) -> None:
         """Fetch into the partial file (resuming it), verify, and move into place."""
+        if job.verify_only:
+            self._verify_existing(job)
+            return
         job.target.parent.mkdir(parents=True, exist_ok=True)
         hasher: Any = None
         hashed = -1  # bytes of the partial file ``hasher`` has seen
@@ -870,7 +903,9 @@ def _sha256_of(path: Path) -> str:
     return _sha256_prefix(path, None, None).hexdigest()
 
 
-def _sha256_prefix(path: Path, length: int | None, stopping: threading.Event | None) -> Any:
+def _sha256_prefix(
+    path: Path, length: int | None, stopping: threading.Event | None, progress: Job | None = None
+) -> Any:
     """A sha256 of the first ``length`` bytes of ``path`` (all of it when None)."""
     hasher = hashlib.sha256()
     buf = bytearray(CHUNK_SIZE)
@@ -884,6 +919,8 @@ def _sha256_prefix(path: Path, length: int | None, stopping: threading.Event | N
             if not n:
                 break
             hasher.update(view[:n])
+            if progress is not None:
+                progress.bytes_done += n
             if left is not None:
                 left -= n
     return hasher

@@ -569,3 +569,30 @@ async def test_close_stops_running_jobs_and_leaves_no_corrupt_file(server, make_
     assert (await finished(again, second["job"]))["state"] == "done"
     assert (data_dir / "long.bin").read_bytes() == CONTENT
     assert server.seen("long.bin")[-1].range is not None
+
+
+async def test_a_big_existing_file_is_verified_by_a_job_and_nothing_is_fetched(
+    server, make_stager, data_dir, root, monkeypatch, recorder
+):
+    # Given files already in place, bigger than what apply hashes before answering
+    monkeypatch.setattr(staging, "INLINE_VERIFY_BYTES", 1024)
+    data_dir.mkdir(parents=True)
+    (data_dir / "same.bin").write_bytes(CONTENT)
+    (data_dir / "other.bin").write_bytes(bytes(reversed(CONTENT)))
+    (data_dir / ".same.bin.part").write_bytes(b"stale")  # left by an old interrupted job
+    stager = make_stager()
+    items = [DataItem(n, url=server.add(n, CONTENT), sha256=SHA) for n in ("same.bin", "other.bin")]
+    # When the entry is opened: apply answers at once with checking jobs
+    same, other = await stage(stager, data_dir, root, *items)
+    assert same["status"] == other["status"] == "queued"
+    # Then the identical file is done, the different one a conflict (and kept)
+    assert (await finished(stager, same["job"]))["state"] == "done"
+    job = await finished(stager, other["job"])
+    assert (job["state"], job["reason"]) == ("failed", "conflict")
+    assert (data_dir / "other.bin").read_bytes() == bytes(reversed(CONTENT))
+    assert server.requests == []
+    assert recorder.actions() == [("conflict", "other.bin")]
+    # And once verified, the next open answers done at once, and the stale partial is gone
+    [again] = await stage(stager, data_dir, root, items[0])
+    assert again["status"] == "done"
+    assert leftovers(data_dir) == ["other.bin", "same.bin"]
