@@ -473,7 +473,8 @@ class Hub:
         page.fill("#username_input", name)
         page.fill("#password_input", self.password)
         page.click("#login_submit")
-        page.wait_for_url(lambda url: "/hub/login" not in url, timeout=15_000)
+        # "commit": the hub goes on to spawn or to JupyterLab; the caller navigates on
+        page.wait_for_url(lambda url: "/hub/login" not in url, timeout=15_000, wait_until="commit")
 
 
 @pytest.fixture(scope="session")

@@ -32,9 +32,11 @@ def entity(entity_id: str, title: str) -> dict[str, str]:
 
 
 def wait_for_url(hub, page, pattern: re.Pattern[str]) -> None:
-    """Wait for ``pattern``; on timeout say where the browser stopped and why."""
+    """Wait until the browser is sent to ``pattern`` (not for that page to load: tests
+    that look at JupyterLab wait for what they look at); on timeout say where the
+    browser stopped and why."""
     try:
-        page.wait_for_url(pattern, timeout=LAB_TIMEOUT)
+        page.wait_for_url(pattern, timeout=LAB_TIMEOUT, wait_until="commit")
     except PlaywrightTimeout:
         where = page.url.split("lims_token=")[0]
         text = page.locator("body").inner_text()[:500]
