@@ -30,8 +30,10 @@ API for tests (see :class:`Hub`)::
     hub.browser_login(page, "alice")  # log a Playwright page in through the form
 
 ``hub`` starts only when a test asks for it; tests that need a browser ask for
-``browser`` (one headless Debian Chromium per session) and get pages from
-``page`` (a fresh context per test). When configurable-http-proxy or chromium
+``browser`` (one headless Debian Chromium per test module) and get pages from
+``page`` (a fresh context per test; on failure its screenshot and console log
+go to ``test-artifacts/``). ``hub.extension_errors()`` returns the bridge's
+load errors from the servers' logs (``hub.spawn`` fails fast on them). When configurable-http-proxy or chromium
 is missing the tests are skipped with the reason, except under ``make test``
 (which installs both), where a missing tool is an error.
 """
