@@ -292,6 +292,7 @@ class DataStager:
             return []
         contained(data_dir, root)
         planned = []
+        roots: dict[str, Path] = {}  # each mount's root, resolved once per open
         for item in items:
             if not is_safe_file_name(item.name):
                 raise LimsError(
@@ -309,15 +310,19 @@ class DataStager:
                     raise LimsError("bad_claims", f"Data item {item.name!r}: sha256 is not 64 hex digits.")
                 planned.append(PlannedItem(item, target, api_path))
             else:
-                planned.append(PlannedItem(item, target, api_path, self._mount_source(item)))
+                planned.append(PlannedItem(item, target, api_path, self._mount_source(item, roots)))
         return planned
 
-    def _mount_source(self, item: DataItem) -> Path:
+    def _mount_source(self, item: DataItem, roots: dict[str, Path] | None = None) -> Path:
         assert item.mount is not None and item.path is not None
         mount_root = self.mounts.get(item.mount)
         if mount_root is None:
             raise LimsError("unknown_mount", f"There is no data store named {item.mount!r} here.")
-        root = mount_root.resolve()
+        root = roots.get(item.mount) if roots is not None else None
+        if root is None:
+            root = mount_root.resolve()
+            if roots is not None:
+                roots[item.mount] = root
         rel = item.path
         if rel.startswith("/") or "\x00" in rel or "\\" in rel:
             raise LimsError("path_not_allowed", f"Data item {item.name!r}: path must be relative.")
