@@ -48,11 +48,12 @@ def sanitize_component(text: str) -> str:
     """Make one path component safe: no separators, no leading dots, bounded length."""
     text = unicodedata.normalize("NFC", text)
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
-    text = _UNSAFE_CHARS.sub("_", text).strip(" ")
-    # a leading dot would hide the file (or make it "." / ".."); trailing dots
-    # and spaces are dropped silently by some filesystems
-    text = text.lstrip(".").rstrip(". ")
-    return text[:MAX_COMPONENT_LENGTH] or "_"
+    text = _UNSAFE_CHARS.sub("_", text)
+    # a leading dot would hide the file (or make it "." / ".."); leading spaces
+    # hide it in listings; trailing dots and spaces are dropped silently by
+    # some filesystems
+    text = text.lstrip(". ")[:MAX_COMPONENT_LENGTH].rstrip(". ")
+    return text or "_"
 
 
 def is_safe_file_name(name: str) -> bool:
