@@ -28,44 +28,21 @@ PATTERNS: dict[str, str] = {
 
 def route_table() -> list[tuple[str, Any]]:
     """``(pattern, handler)`` pairs for ``ExtensionApp.handlers``, in match order."""
+    # imported here: handlers import the services, which import this module
     from .handlers import open as open_handlers
+    from .handlers import proxy as proxy_handlers
+    from .handlers import staging as staging_handlers
     from .handlers import status as status_handlers
+    from .handlers import tokens as token_handlers
 
-    table = [
+    return [
         (PATTERNS["open_page"], open_handlers.OpenPageHandler),
         (PATTERNS["open_api"], open_handlers.OpenHandler),
         (PATTERNS["status"], status_handlers.StatusHandler),
+        (PATTERNS["staging"], staging_handlers.StagingHandler),
+        (PATTERNS["staging_job"], staging_handlers.StagingJobHandler),
+        (PATTERNS["tokens"], token_handlers.TokensHandler),
+        (PATTERNS["token"], token_handlers.TokenHandler),
+        (PATTERNS["proxy_mode"], token_handlers.ProxyModeHandler),
+        *proxy_handlers.proxy_routes(PATTERNS["proxy_absolute"], PATTERNS["proxy"]),
     ]
-    table += _optional_routes()
-    return table
-
-
-def _optional_routes() -> list[tuple[str, Any]]:
-    """Routes of capabilities that live in their own handler modules."""
-    routes: list[tuple[str, Any]] = []
-    try:
-        from .handlers import staging as staging_handlers
-    except ImportError:
-        pass
-    else:
-        routes += [
-            (PATTERNS["staging"], staging_handlers.StagingHandler),
-            (PATTERNS["staging_job"], staging_handlers.StagingJobHandler),
-        ]
-    try:
-        from .handlers import tokens as token_handlers
-    except ImportError:
-        pass
-    else:
-        routes += [
-            (PATTERNS["tokens"], token_handlers.TokensHandler),
-            (PATTERNS["token"], token_handlers.TokenHandler),
-            (PATTERNS["proxy_mode"], token_handlers.ProxyModeHandler),
-        ]
-    try:
-        from .handlers import proxy as proxy_handlers
-    except ImportError:
-        pass
-    else:
-        routes += proxy_handlers.proxy_routes(PATTERNS["proxy_absolute"], PATTERNS["proxy"])
-    return routes
