@@ -266,3 +266,50 @@ def test_cli_state_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LIMS_BRIDGE_STATE_DIR", str(tmp_path / "env"))
     assert cli_tokens.state_dir() == tmp_path / "env"
     assert cli_tokens.state_dir(str(tmp_path / "x")) == tmp_path / "x"
+
+
+async def test_refused_use_is_an_event(jp_fetch, bridge):
+    seen = []
+    bridge.proxy_tokens.event_logger = type(
+        "L", (), {"emit": lambda self, schema_id, data: seen.append((schema_id, data))}
+    )()
+    r = await jp_fetch(
+        "lims", "proxy", "8050", "x", headers={"Authorization": "", "X-Proxy-Token": "jlb_wrong"},
+        raise_error=False,
+    )
+    assert r.code == 401
+    [(schema, data)] = seen
+    assert schema.endswith("/proxy_tokens")
+    assert data["action"] == "use_failed" and data["reason"] == "token_invalid"
+    assert data["port"] == 8050 and "jlb_wrong" not in json.dumps(data)
+
+
+def test_event_schemas_validate_what_the_managers_emit(tmp_path):
+    # Given jupyter_events' real logger with the package's schemas, the
+    # managers' events validate (a schema mismatch would only be logged)
+    import logging
+
+    from jupyter_events import EventLogger
+
+    from jupyter_lims_bridge import events
+    from jupyter_lims_bridge.proxy import ProxySettings
+
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record.msg)
+
+    logger = EventLogger(handlers=[Collect()])
+    events.register_event_schemas(logger)
+    store = ProxyTokenStore(tmp_path / "t.json", event_logger=logger)
+    created = store.create("ci", [8050], 60)
+    with pytest.raises(LimsError):
+        store.check("jlb_nope", 8050, "127.0.0.1")
+    store.revoke(created["id"])
+    proxy = ProxySettings(mode="token", ports=frozenset({8050}), cors_origins=[],
+                          websocket_max_message_size=1024, event_logger=logger)
+    started = proxy.session_started(8050, "/a/lims/proxy/8050/ws", "token", "echo.v2")
+    proxy.session_ended(8050, "/a/lims/proxy/8050/ws", "token", started, 3, 1000)
+    actions = [r["action"] if isinstance(r, dict) else json.loads(r)["action"] for r in records]
+    assert actions == ["created", "use_failed", "revoked", "started", "ended"]
