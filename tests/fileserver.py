@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

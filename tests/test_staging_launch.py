@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
 
