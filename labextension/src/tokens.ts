@@ -118,7 +118,12 @@ export interface IStagingJob {
   state: StagingState;
   bytesDone: number;
   bytesTotal: number | null;
+  /** Bytes per second while running. */
+  speed?: number;
+  /** The stable code of a failure (`checksum_mismatch`, `download_failed`…). */
   reason: string | null;
+  /** A failure's explanation, safe to show. */
+  message?: string | null;
 }
 
 /** `GET lims/api/staging`. */

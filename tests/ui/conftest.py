@@ -151,6 +151,8 @@ def lab(tmp_path_factory, backend) -> Iterator[Lab]:
         "LIMS_BRIDGE_OWNER": OWNER,
         "LIMS_BRIDGE_PUBLIC_KEYS": json.dumps([public_pem.decode()]),
         "LIMS_BRIDGE_ALLOWED_PORTS": str(backend),
+        "LIMS_BRIDGE_DATA_URL_PREFIXES": f"http://127.0.0.1:{backend}/files/",
+        "LIMS_BRIDGE_WAIT_FOR_DATA": "false",
         "LIMS_BRIDGE_STATE_DIR": str(tmp / "state"),
     }
     env.pop("JUPYTERHUB_USER", None)

@@ -220,7 +220,11 @@ def test_a_deep_link_opens_the_notebook_with_an_eln_link_and_lists_it_first(page
     screenshot(page, "deep-link-notebook-and-recent-light")
 
     # And a notebook that was not opened from the ELN has no such link
-    plain = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}
+    kernelspec = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    plain = {
+        "type": "notebook",
+        "content": {"cells": [], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5},
+    }
     assert lab.api("PUT", "api/contents/plain.ipynb", data=json.dumps(plain)).status_code in (200, 201)
     page.evaluate("() => { window.jupyterapp.commands.execute('docmanager:open', {path: 'plain.ipynb'}); }")
     expect(page.locator(".jp-NotebookPanel:visible .jp-NotebookPanel-toolbar")).to_be_visible()
@@ -273,8 +277,8 @@ def test_the_data_section_shows_progress_and_retries_a_failed_download(page: Pag
         {"id": "j1", "name": "plate.csv", "path": "lims/sample-S-42/data/plate.csv", "state": "running",
          "bytesDone": 7 * 1024 * 1024, "bytesTotal": 20 * 1024 * 1024, "reason": None},
         {"id": "j2", "name": "raw.h5", "path": "lims/sample-S-42/data/raw.h5", "state": "failed",
-         "bytesDone": 0, "bytesTotal": None,
-         "reason": "The LIMS answered 503 while downloading raw.h5."},
+         "bytesDone": 0, "bytesTotal": None, "reason": "download_failed",
+         "message": "The LIMS answered 503 while downloading raw.h5."},
         {"id": "j3", "name": "notes.txt", "path": "lims/sample-S-42/data/notes.txt", "state": "done",
          "bytesDone": 1200, "bytesTotal": 1200, "reason": None},
     ]
@@ -306,10 +310,46 @@ def test_the_data_section_shows_progress_and_retries_a_failed_download(page: Pag
     progress = data.get_by_role("progressbar", name="Download of plate.csv")
     expect(progress).to_have_attribute("value", str(7 * 1024 * 1024))
     expect(data.locator('[data-job-id="j1"]')).to_contain_text("7.0 MiB of 20.0 MiB")
-    expect(data.locator('[data-job-id="j2"]')).to_contain_text("The LIMS answered 503")
+    expect(data.locator('[data-job-id="j2"]')).to_contain_text(
+        "The LIMS answered 503 while downloading raw.h5. (download_failed)"
+    )
     screenshot(page, "panel-data-light")
     # When the user retries the failed download
     data.get_by_role("button", name="Retry raw.h5").click()
     # Then the panel asks the server to retry it and shows it queued again
     expect(data.locator('[data-job-id="j2"] .jp-LimsBridge-JobState')).to_have_text("queued")
     assert retried == ["j2"]
+
+
+def test_a_real_failed_download_shows_its_reason_and_is_retried(page: Page, lab: Lab):
+    require_route(lab, "lims/api/staging", "data staging")
+    # Given an entry opened by the LIMS whose data file fails its checksum
+    token = signing.make_token(
+        lab.private_key,
+        sub=OWNER,
+        entity={"type": "sample", "id": "S-77", "title": "Checksum trouble"},
+        data=[{"name": "plate.csv", "url": f"http://127.0.0.1:{lab.backend_port}/files/plate.csv",
+               "sha256": "0" * 64}],
+    )
+    opened = requests.post(lab.url + "lims/api/open", headers={"X-Lims-Token": token}, json={}, timeout=10)
+    assert opened.status_code == 201, opened.text
+    job_id = opened.json()["data"][0]["job"]
+    # When the user opens the panel
+    wait_for_lab(page)
+    open_panel(page)
+    job = page.locator(f'#{PANEL_ID} [data-job-id="{job_id}"]')
+    # Then the job is shown failed, with the server's reason
+    expect(job.locator(".jp-LimsBridge-JobState")).to_have_text("failed")
+    expect(job).to_contain_text("(checksum_mismatch)")
+    set_theme(page, dark=True)
+    job.scroll_into_view_if_needed()
+    screenshot(page, "panel-data-failed-download-dark")
+    # When the user retries it, the panel asks the server to run it again
+    with page.expect_response(
+        lambda r: r.url.split("?")[0].endswith(f"/lims/api/staging/{job_id}") and r.request.method == "POST"
+    ) as retried:
+        job.get_by_role("button", name="Retry plate.csv").click()
+    assert retried.value.status == 202
+    # and, at the panel's next refresh, it has failed the same way again
+    expect(job.locator(".jp-LimsBridge-JobState")).to_have_text("failed", timeout=15_000)
+    expect(job).to_contain_text("(checksum_mismatch)")

@@ -12,16 +12,22 @@ import { INotebookProvenance, NOTEBOOK_METADATA_KEY } from '../tokens';
 import { safeUrl } from './panel';
 
 export class ElnLink extends Widget {
-  constructor(model: INotebookModel) {
+  constructor(context: DocumentRegistry.IContext<INotebookModel>) {
     super({ node: document.createElement('div') });
     this.addClass('jp-LimsBridge-ElnLink');
     this._anchor = document.createElement('a');
     this._anchor.target = '_blank';
     this._anchor.rel = 'noopener noreferrer';
     this.node.appendChild(this._anchor);
-    this._model = model;
-    model.metadataChanged.connect(this._update, this);
+    this._model = context.model;
+    this._model.metadataChanged.connect(this._update, this);
     this._update();
+    // the metadata arrives with the file: loading it does not always signal a change
+    void context.ready.then(() => {
+      if (!this.isDisposed) {
+        this._update();
+      }
+    });
   }
 
   dispose(): void {
@@ -54,7 +60,7 @@ export class ElnLink extends Widget {
 /** Adds an `ElnLink` to every notebook's toolbar. */
 export class ElnLinkExtension implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel> {
   createNew(panel: NotebookPanel, context: DocumentRegistry.IContext<INotebookModel>): IDisposable {
-    const link = new ElnLink(context.model);
+    const link = new ElnLink(context);
     panel.toolbar.insertItem(10, 'limsElnLink', link);
     return link;
   }

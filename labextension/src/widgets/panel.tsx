@@ -747,7 +747,11 @@ function DataSection(props: { model: LimsModel }): JSX.Element {
 function Job(props: { job: IStagingJob; onRetry: () => void }): JSX.Element {
   const { job } = props;
   const total = job.bytesTotal ?? 0;
-  const amount = total > 0 ? `${formatBytes(job.bytesDone)} of ${formatBytes(total)}` : formatBytes(job.bytesDone);
+  let amount = total > 0 ? `${formatBytes(job.bytesDone)} of ${formatBytes(total)}` : formatBytes(job.bytesDone);
+  if (job.state === 'running' && job.speed) {
+    amount += ` · ${formatBytes(job.speed)}/s`;
+  }
+  const failure = [job.message, job.reason && `(${job.reason})`].filter(Boolean).join(' ') || 'failed';
   return (
     <li className={`jp-LimsBridge-Job jp-LimsBridge-Job-${job.state}`} data-job-id={job.id}>
       <div className="jp-LimsBridge-JobHead">
@@ -764,7 +768,7 @@ function Job(props: { job: IStagingJob; onRetry: () => void }): JSX.Element {
           value={total > 0 ? job.bytesDone : undefined}
         />
       )}
-      <div className="jp-LimsBridge-JobMeta">{job.state === 'failed' ? job.reason || 'failed' : amount}</div>
+      <div className="jp-LimsBridge-JobMeta">{job.state === 'failed' ? failure : amount}</div>
       {job.state === 'failed' && (
         <Button small className="jp-LimsBridge-Secondary" aria-label={`Retry ${job.name}`} onClick={props.onRetry}>
           <Icon icon={refreshIcon} />
