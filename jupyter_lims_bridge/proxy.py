@@ -44,6 +44,7 @@ CHUNK = 256 * 1024
 HEAD_LIMIT = 64 * 1024
 UPLOAD_HIGH_WATER = 1024 * 1024
 SMALL_BODY = 64 * 1024
+FRESH = 1.0
 
 # RFC 9110 7.6.1 plus the legacy ones still seen in the wild.
 HOP_BY_HOP = frozenset(
@@ -186,7 +187,11 @@ class UpstreamPool:
         now = time.monotonic()
         while idle:
             stream, since = idle.pop()
-            if now - since < self.idle_timeout and _alive(stream):
+            idle_for = now - since
+            # a connection released within the last second skips the peek (one
+            # syscall per request under load); keep-alive timeouts are longer,
+            # and a bodiless request is retried once on a fresh connection anyway
+            if idle_for < self.idle_timeout and (idle_for < FRESH or _alive(stream)):
                 return stream, True
             stream.close()
         return await self._connect(port), False

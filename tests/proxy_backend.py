@@ -11,6 +11,7 @@ listening. Endpoints (all generate their data; nothing is read from disk):
 - ``/die?n=N``       announces N bytes, sends half, then drops the connection
 - ``/die-chunked``   chunked, a few pieces, then drops the connection
 - ``/redirect?to=L`` 302 to L
+- ``/drop-later``    answers, then silently closes the keep-alive connection
 - ``/cookies``       sets a Jupyter-named and a normal cookie
 - ``/small``         1 KiB (the benchmark's small GET)
 - ``/peer``          the client's TCP port (shows connection reuse)
@@ -137,6 +138,16 @@ class DieChunked(web.RequestHandler):
         self.request.connection.stream.close()
 
 
+class DropLater(web.RequestHandler):
+    """Answers normally, then closes the keep-alive connection without a word
+    (as a backend with a short idle timeout does)."""
+
+    def get(self) -> None:
+        stream = self.request.connection.stream
+        asyncio.get_running_loop().call_later(0.05, stream.close)
+        self.finish("ok")
+
+
 class Redirect(web.RequestHandler):
     def get(self) -> None:
         self.redirect(self.get_argument("to"), status=302)
@@ -207,6 +218,7 @@ def make_app() -> web.Application:
             (r"/die", Die),
             (r"/die-chunked", DieChunked),
             (r"/redirect", Redirect),
+            (r"/drop-later", DropLater),
             (r"/cookies", Cookies),
             (r"/small", Small),
             (r"/peer", Peer),

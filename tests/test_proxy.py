@@ -408,6 +408,17 @@ async def test_upstream_connections_are_pooled(proxy_fetch, token):
     assert len(peers) == 1
 
 
+async def test_backend_closing_an_idle_connection_is_survived(proxy_fetch, token):
+    # Given a pooled connection the backend has silently closed, a GET still
+    # succeeds (detected before reuse, or retried once on a fresh connection)
+    for pause in (0.2, 1.5):
+        r = await proxy_fetch("drop-later", token=token)
+        assert r.code == 200
+        await asyncio.sleep(pause)
+        r = await proxy_fetch("echo", token=token)
+        assert r.code == 200, r.body
+
+
 async def test_backend_dying_mid_body_aborts_client(proxy_fetch, token):
     for path in ("die", "die-chunked"):
         with pytest.raises((HTTPClientError, OSError, Exception)) as info:
