@@ -153,12 +153,29 @@ async def test_a_failed_job_reports_its_reason_and_can_be_retried(open_api, sign
     assert e.value.code == 409 and json.loads(e.value.response.body)["reason"] == "bad_request"
 
 
-async def test_a_checksum_mismatch_is_reported_on_the_job(open_api, sign, jp_fetch, file_server, workspace):
+async def test_a_checksum_mismatch_is_reported_on_the_job(open_api, sign, jp_fetch, file_server, workspace, events):
     url = file_server.add("bad.bin", CONTENT, corrupt=True)
     [item] = body(await open_api(sign(data=[{"name": "bad.bin", "url": url, "sha256": SHA}])))["data"]
     job = await job_of(jp_fetch, item["job"])
     assert (job["state"], job["reason"]) == ("failed", "checksum_mismatch")
     assert list((workspace / "sample-S-42" / "data").iterdir()) == []
+    # the failure is an event that validates against the shipped schema
+    await asyncio.sleep(0.05)
+    [event] = events()
+    assert (event["action"], event["name"], event["reason"], event["job"]) == (
+        "failed", "bad.bin", "checksum_mismatch", item["job"]
+    )
+
+
+async def test_a_conflict_is_an_event_and_the_file_is_kept(open_api, sign, file_server, workspace, events):
+    data = workspace / "sample-S-42" / "data"
+    data.mkdir(parents=True)
+    (data / "plate.csv").write_text("mine")
+    url = file_server.add("plate.csv", CONTENT)
+    [item] = body(await open_api(sign(data=[{"name": "plate.csv", "url": url, "size": len(CONTENT)}])))["data"]
+    assert item == {"name": "plate.csv", "path": "lims/sample-S-42/data/plate.csv", "status": "conflict", "reason": "conflict"}
+    assert (data / "plate.csv").read_text() == "mine" and file_server.requests == []
+    assert [(e["action"], e["reason"]) for e in events()] == [("conflict", "conflict")]
 
 
 async def test_unknown_job_is_not_found(jp_fetch):
