@@ -18,6 +18,7 @@ before the port), or put a token in a log line or an error.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Awaitable
 from http.client import responses
@@ -223,7 +224,16 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         else:
             body = "none"
         if body != "none":
-            self.request.connection.set_max_body_size(_UNLIMITED_BODY)  # type: ignore[union-attr]
+            connection = self.request.connection
+            connection.set_max_body_size(_UNLIMITED_BODY)  # type: ignore[union-attr]
+            if proxy.FAST_PATH:
+                # read this request's body in relay-sized pieces, not tornado's 64 KiB
+                # (params are shared by the server's connections: copy, then change)
+                params = copy.copy(connection.params)  # type: ignore[union-attr]
+                params.chunk_size = proxy.CHUNK
+                connection.params = params  # type: ignore[union-attr]
+                stream = connection.stream  # type: ignore[union-attr]
+                stream.read_chunk_size = max(stream.read_chunk_size, proxy.CHUNK)
         self.exchange = proxy.UpstreamExchange(settings.pool, port)
         self._port, self._prefix = port, prefix
         try:
@@ -428,7 +438,7 @@ class ProxyWebSocketHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandl
         self._messages += 1
         self.bridge.port_proxy.touch_activity(self.settings)
         try:
-            future = self.write_message(message, binary=isinstance(message, bytes))
+            future = proxy.send_frame(self.ws_connection, message)
         except websocket.WebSocketClosedError:
             return None
         stream = self.ws_connection.stream if self.ws_connection is not None else None  # type: ignore[attr-defined]
@@ -447,7 +457,7 @@ class ProxyWebSocketHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandl
         self._messages += 1
         self.bridge.port_proxy.touch_activity(self.settings)
         try:
-            future = upstream.write_message(message, binary=isinstance(message, bytes))
+            future = proxy.send_frame(upstream.protocol, message)
         except websocket.WebSocketClosedError:
             self.close(1011, "backend closed")
             return None
