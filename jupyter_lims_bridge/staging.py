@@ -126,7 +126,7 @@ def safe_url(url: str) -> str:
 class _RedactQuery(logging.Filter):
     """urllib3 logs each request line at DEBUG; a signed URL's query must not reach a log."""
 
-    _QUERY = re.compile(r"\?[^\s\"']*")
+    _QUERY = re.compile(r"\?[^\s\"')]*")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
@@ -137,7 +137,9 @@ class _RedactQuery(logging.Filter):
         return True
 
 
-logging.getLogger("urllib3.connectionpool").addFilter(_RedactQuery())
+# the request line (connectionpool) and "Incremented Retry for (url=…)" (util.retry)
+for _name in ("urllib3.connectionpool", "urllib3.util.retry"):
+    logging.getLogger(_name).addFilter(_RedactQuery())
 
 
 # ---------------------------------------------------------------------------

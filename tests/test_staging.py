@@ -12,6 +12,7 @@ import errno
 import hashlib
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -511,21 +512,25 @@ async def test_a_signed_url_query_never_reaches_logs_events_or_jobs(
     caplog.set_level(logging.DEBUG)
     server.add("ok.bin", CONTENT)
     server.add("bad.bin", CONTENT, corrupt=True, fail_first=1)
-    stager = make_stager(log=logging.getLogger("test-staging"))
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/files/"
+    stager = make_stager(log=logging.getLogger("test-staging"), url_prefixes=[server.prefix, closed], retries=1)
     results = await stage(
         stager, data_dir, root,
         DataItem("ok.bin", url=server.url("ok.bin", "sig=TOPSECRET")),
         DataItem("bad.bin", url=server.url("bad.bin", "sig=TOPSECRET"), sha256=SHA),
+        DataItem("gone.bin", url=closed + "gone.bin?sig=TOPSECRET"),
     )
     jobs = [await finished(stager, r["job"]) for r in results]
-    assert [j["state"] for j in jobs] == ["done", "failed"]
+    assert [j["state"] for j in jobs] == ["done", "failed", "failed"]
     assert server.seen("ok.bin")[0].query == "sig=TOPSECRET"  # it was used…
     ours = [r.getMessage() for r in caplog.records]
     assert any("urllib3" in r.name for r in caplog.records)
     assert [m for m in ours if "TOPSECRET" in m] == []  # …but never written down
     assert "TOPSECRET" not in repr(recorder.emitted) and "TOPSECRET" not in repr(stager.jobs())
     urls = {d.get("url") for _, d in recorder.emitted}
-    assert urls == {server.url("ok.bin"), server.url("bad.bin")}
+    assert urls == {server.url("ok.bin"), server.url("bad.bin"), closed + "gone.bin"}
 
 
 # -- retry and shutdown ---------------------------------------------------------------
