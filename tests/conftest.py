@@ -120,6 +120,25 @@ def open_api(jp_fetch):
     return _open
 
 
+@pytest.fixture
+def emitted(jp_serverapp):
+    """``emitted(schema_id=None)``: the events the server emitted so far, as parsed JSON."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    jp_serverapp.event_logger.register_handler(handler)
+
+    def read(schema_id: str | None = None) -> list[dict]:
+        handler.flush()
+        lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+        return [e for e in lines if schema_id is None or e["__schema__"] == schema_id]
+
+    yield read
+    jp_serverapp.event_logger.remove_handler(handler)
+
+
 def files_under(root: Path) -> dict[str, bytes | str]:
     """Every file and link under ``root`` with its content (a link: its target)."""
     snapshot: dict[str, bytes | str] = {}

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
-import logging
 import os
 import time
 
@@ -43,18 +41,8 @@ def workspace(jp_root_dir):
 
 
 @pytest.fixture
-def events(jp_serverapp):
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    jp_serverapp.event_logger.register_handler(handler)
-
-    def read() -> list[dict]:
-        handler.flush()
-        lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
-        return [e for e in lines if e["__schema__"] == bridge_events.STAGING]
-
-    yield read
-    jp_serverapp.event_logger.remove_handler(handler)
+def events(emitted):
+    return lambda: emitted(bridge_events.STAGING)
 
 
 def body(response) -> dict:
