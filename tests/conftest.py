@@ -121,6 +121,16 @@ def open_api(jp_fetch):
 
 
 @pytest.fixture
+def file_server():
+    """A LIMS file server on 127.0.0.1 (tests/fileserver.py) that records what it served."""
+    from .fileserver import FileServer
+
+    server = FileServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def emitted(jp_serverapp):
     """``emitted(schema_id=None)``: the events the server emitted so far, as parsed JSON."""
     import io

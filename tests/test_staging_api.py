@@ -24,13 +24,6 @@ RAW = {"name": "raw", "mount": "archive", "path": "2026/S-42/raw"}
 
 
 @pytest.fixture
-def file_server():
-    server = FileServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def bridge_config(file_server):
     return {"data_url_prefixes": [file_server.prefix], "max_download_bytes": 16 * 1024 * 1024}
 

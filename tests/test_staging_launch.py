@@ -27,7 +27,6 @@ import requests
 
 from jupyter_lims_bridge import signing
 
-from .fileserver import FileServer
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("LIMS_BRIDGE_CHROMIUM", "/usr/bin/chromium")
@@ -51,13 +50,6 @@ def jp_asyncio_loop() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def jp_server_cleanup() -> Iterator[None]:
     yield
-
-
-@pytest.fixture
-def file_server():
-    server = FileServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -61,21 +61,11 @@ import pytest
 import requests
 
 from jupyter_lims_bridge import signing
+from tests.browser import CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 #: Ports the single-user servers allow through ``lims/proxy/<port>/`` by default
 #: (``hub.allowed_ports``): start a test backend on one of them.
 ALLOWED_PORTS = range(18050, 18061)

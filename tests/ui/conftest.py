@@ -33,22 +33,12 @@ import pytest
 import requests
 
 from jupyter_lims_bridge import signing
+from tests.browser import CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / "jupyter_lims_bridge" / "labextension"
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("LIMS_BRIDGE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 OWNER = "alice"
 BASE_PATH = f"/user/{OWNER}/"
 PANEL_ID = "jp-lims-bridge-panel"
