@@ -320,10 +320,6 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             except (ValueError, TraitError) as e:
                 raise TraitError(f"{ENV_PREFIX}{name.upper()}: {e}") from None
 
-    @property
-    def ports(self) -> frozenset[int]:
-        return parse_ports(self.allowed_ports)
-
     def initialize_settings(self) -> None:
         state = Path(self.state_dir)
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -383,7 +379,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.proxy_attempts = AttemptLimiter()
         self.port_proxy = ProxySettings(
             mode=self.proxy_mode,
-            ports=self.ports,
+            ports=parse_ports(self.allowed_ports),
             cors_origins=self.cors_origins,
             websocket_max_message_size=self.websocket_max_message_size,
             event_logger=self.event_logger,
@@ -432,7 +428,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         return {
             "version": __version__,
             "owner": self.owner,
-            "proxy": {"mode": self.proxy_mode, "allowedPorts": sorted(self.ports)},
+            "proxy": {"mode": self.proxy_mode, "allowedPorts": sorted(self.port_proxy.ports)},
             "mounts": sorted(self.data_mounts),
             "recent": self.recent.list(),
         }

@@ -25,13 +25,11 @@ log = logging.getLogger(__name__)
 
 def register_event_schemas(event_logger: Any) -> None:
     """Register every schema shipped in ``event_schemas/`` (once per logger)."""
-    registered = getattr(event_logger, "schemas", None)
     for path in sorted(SCHEMA_DIR.glob("*/v*.yaml")):
         try:
             event_logger.register_event_schema(path)
         except Exception as e:  # noqa: BLE001 - a duplicate registration must not stop start-up
-            if registered is None or "already" not in str(e).lower():
-                log.debug("lims-bridge: schema %s not registered: %s", path.name, e)
+            log.debug("lims-bridge: schema %s not registered: %s", path.name, e)
 
 
 def emit(event_logger: Any, schema_id: str, data: dict[str, Any]) -> None:

@@ -71,7 +71,7 @@ class Opener:
             self._emit_refused(e)
             raise
         used = self.verifier.replay.get(request.jti) if self.verifier.replay else None
-        return request, (used or {}).get("path") if used else None
+        return request, used.get("path") if used else None
 
     # -- the open itself -----------------------------------------------------------
 
