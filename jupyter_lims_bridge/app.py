@@ -271,8 +271,9 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
 
     websocket_max_message_size = Int(
         10 * 1024 * 1024,
-        help="""Largest websocket message relayed by the port proxy, in bytes, either way;
-        a bigger one closes the session (code 1009). Default: 10 MiB.
+        help="""Largest websocket message relayed by the port proxy, in bytes, either way
+        (all fragments; compressed size with permessage-deflate); a bigger one is
+        not forwarded and closes the session (code 1009). Default: 10 MiB.
         Environment: ``LIMS_BRIDGE_WEBSOCKET_MAX_MESSAGE_SIZE``. Example: ``67108864``.""",
     ).tag(config=True)
 

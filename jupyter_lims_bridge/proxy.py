@@ -1,10 +1,11 @@
-"""Streaming HTTP/1.1 and websocket relay to services on ``127.0.0.1:<port>``.
+"""Streaming HTTP/1.1 relay to services on ``127.0.0.1:<port>``.
 
 Owns: the pool of keep-alive upstream connections; the request head written
 from the parsed request; the response head parsed; bodies relayed stream to
 stream in 256 KiB pieces read into reusable buffers, with backpressure both
 ways; header hygiene (hop-by-hop, Jupyter cookies, the proxy token, forwarded
-headers, ``Location``); the websocket client side; the proxy session events;
+headers, ``Location``); the websocket handshake's headers (the frames after
+it are tunnel.py's); the proxy session events;
 and the proxy's live settings (mode, ports, CORS origins) as plain attributes
 so a request reads no traitlets.
 
@@ -29,8 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import tornado
-from tornado import httputil, websocket
-from tornado.httpclient import HTTPRequest
+from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError
 
 from . import events
@@ -264,10 +264,10 @@ def request_headers(
     """The headers sent upstream, per the proxy's header hygiene."""
     drop = _DROP_REQUEST | _connection_tokens(incoming)
     if websocket:
-        # the websocket client writes its own handshake headers; tornado-style
-        # backends refuse an Origin that differs from their Host
-        drop = drop | {"origin", "sec-websocket-key", "sec-websocket-version",
-                       "sec-websocket-extensions", "sec-websocket-protocol"}
+        # the client's handshake (Sec-WebSocket-*) goes to the backend as it
+        # came, so the backend's answer is valid for the client; but not its
+        # Origin: tornado-style backends refuse one that differs from their Host
+        drop = drop | {"origin"}
     out = httputil.HTTPHeaders()
     for name, value in incoming.get_all():
         lname = name.lower()
@@ -292,7 +292,17 @@ def request_headers(
     out["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto") or protocol
     out["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host") or host
     out["X-Forwarded-Prefix"] = prefix
+    if websocket:
+        out["Connection"] = "Upgrade"
+        out["Upgrade"] = "websocket"
     return out
+
+
+def format_head(first_line: str, headers: httputil.HTTPHeaders) -> bytes:
+    """An HTTP/1.1 message head, ready for the wire."""
+    lines = [first_line]
+    lines.extend(f"{n}: {v}" for n, v in headers.get_all())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def rewrite_location(location: str, *, port: int, prefix: str, absolute: bool) -> str:
@@ -370,9 +380,7 @@ class UpstreamExchange:
         self.chunked_body = body == "chunked"
         if self.chunked_body:
             headers["Transfer-Encoding"] = "chunked"
-        lines = [f"{method} {target} HTTP/1.1"]
-        lines.extend(f"{n}: {v}" for n, v in headers.get_all())
-        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._head = format_head(f"{method} {target} HTTP/1.1", headers)
         self.body_sent = self._no_body = body == "none"
         await self._open()
 
@@ -581,6 +589,12 @@ class UpstreamExchange:
         if pending is not None:
             await pending
 
+    def take_stream(self) -> IOStream:
+        """The upstream connection, for good (a websocket tunnel): never pooled."""
+        assert self.stream is not None
+        stream, self.stream = self.stream, None
+        return stream
+
     def done(self) -> None:
         """Return the connection to the pool, or close it."""
         if self.stream is None:
@@ -606,144 +620,14 @@ async def _quiet(future: Awaitable[None]) -> None:
         pass
 
 
-# -- websockets -------------------------------------------------------------------
-
-
-class UpstreamWebSocket(websocket.WebSocketClientConnection):
-    """The backend side of a relayed websocket.
-
-    Until the client side is attached, messages wait in tornado's one-slot
-    queue (which holds the backend back); after that each message goes
-    straight to ``on_upstream_message``, whose awaitable (only when the
-    client is behind) holds the backend back in the same way.
-    """
-
-    on_upstream_ping: Callable[[bytes], None] | None = None
-    on_upstream_message: Callable[[str | bytes], Awaitable[None] | None] | None = None
-    on_upstream_close: Callable[[], None] | None = None
-
-    def on_ping(self, data: bytes) -> None:
-        if self.on_upstream_ping is not None:
-            self.on_upstream_ping(data)
-
-    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
-        if self.on_upstream_message is not None:
-            return self.on_upstream_message(message)
-        return super().on_message(message)
-
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
-        if self.on_upstream_close is not None:
-            self.on_upstream_close()
-
-    def attach(
-        self,
-        on_message: Callable[[str | bytes], Awaitable[None] | None],
-        on_close: Callable[[], None],
-    ) -> None:
-        """Send every later message to ``on_message``, after those already queued."""
-        self.on_upstream_message = on_message
-        self.on_upstream_close = on_close
-        while self.read_queue.qsize():
-            message = self.read_queue.get_nowait()
-            if message is None:
-                on_close()
-                return
-            on_message(message)
-        if self.protocol is None:
-            on_close()
-
-    def writing(self) -> bool:
-        """Whether a write to the backend is still waiting for the socket."""
-        protocol = self.protocol
-        stream = getattr(protocol, "stream", None)
-        return bool(stream is not None and stream.writing())
-
-
-def send_frame(protocol: Any, message: str | bytes) -> Awaitable[None]:
-    """Send one relayed message on a websocket ``protocol`` (either side).
-
-    On the tested tornado versions, without compression (the proxy negotiates
-    none), the frame is written directly: tornado's ``write_message`` wraps
-    every write in a new task, a visible cost per relayed message. Raises
-    ``WebSocketClosedError`` when the connection is gone.
-    """
-    if protocol is None or protocol.is_closing():
-        raise websocket.WebSocketClosedError()
-    binary = isinstance(message, bytes)
-    if FAST_PATH and getattr(protocol, "_compressor", True) is None:
-        data = message if binary else message.encode("utf-8")  # type: ignore[union-attr]
-        try:
-            return protocol._write_frame(True, 0x2 if binary else 0x1, data, flags=0)
-        except StreamClosedError:
-            raise websocket.WebSocketClosedError() from None
-    return protocol.write_message(message, binary=binary)
-
-
-def relay_write(future: Awaitable[None], behind: bool) -> Awaitable[None] | None:
-    """What a websocket ``on_message`` returns for a relayed write: nothing when
-    the write went out at once, else the write, so tornado waits before
-    reading the next frame (backpressure). Errors end up in ``on_close``."""
-    if isinstance(future, asyncio.Future):
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return _quiet_ws(future) if behind else None
-
-
-async def _quiet_ws(future: Awaitable[None]) -> None:
-    try:
-        await future
-    except (websocket.WebSocketClosedError, StreamClosedError):
-        pass
-
-
-async def connect_websocket(
-    port: int,
-    target: str,
-    headers: httputil.HTTPHeaders,
-    subprotocols: list[str] | None,
-    max_message_size: int,
-) -> UpstreamWebSocket:
-    """Open the backend websocket first, so its chosen subprotocol can be offered to the client."""
-    request = HTTPRequest(
-        f"ws://127.0.0.1:{port}{target}",
-        headers=headers,
-        connect_timeout=10,
-        request_timeout=30,
-        follow_redirects=False,
-    )
-    conn = UpstreamWebSocket(
-        request,
-        on_message_callback=None,
-        ping_interval=None,
-        max_message_size=max_message_size,
-        subprotocols=subprotocols or None,
-    )
-    try:
-        return await conn.connect_future  # type: ignore[return-value]
-    except Exception as e:  # noqa: BLE001 - refused, reset, a non-101 answer: all mean "not there"
-        raise BackendUnavailable(str(e)) from None
-
-
-#: close codes a peer may send on the wire (RFC 6455 7.4)
-def sendable_close_code(code: int | None) -> int | None:
-    if code is None:
-        return None
-    if code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011) or 3000 <= code <= 4999:
-        return code
-    return None
-
-
 __all__ = [
     "FAST_PATH",
     "BackendUnavailable",
     "ProxySettings",
     "UpstreamExchange",
     "UpstreamPool",
-    "connect_websocket",
-    "relay_write",
-    "send_frame",
+    "format_head",
     "request_headers",
     "response_headers",
     "rewrite_location",
-    "sendable_close_code",
 ]

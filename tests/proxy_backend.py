@@ -17,7 +17,10 @@ listening. Endpoints (all generate their data; nothing is read from disk):
 - ``/peer``          the client's TCP port (shows connection reuse)
 - ``/stats``         JSON: TCP connections accepted so far
 - ``/ws``            websocket echo; picks subprotocol ``echo.v2`` when offered;
-                     "close" closes with 4001, "ping-me" sends a ping first
+                     "close" closes with 4001, "ping-me" sends a ping first,
+                     "big:N" answers with an N-byte message, "frag" with one
+                     message in three fragments
+- ``/wsz``           the same echo with permessage-deflate accepted
 """
 
 from __future__ import annotations
@@ -202,10 +205,25 @@ class Echo_WS(websocket.WebSocketHandler):
         if message == "headers":
             self.write_message(json.dumps(dict(self.request.headers.get_all())))
             return
+        if isinstance(message, str) and message.startswith("big:"):
+            await self.write_message(b"b" * int(message[4:]), binary=True)
+            return
+        if message == "frag":
+            # one text message as three frames (tornado has no API for fragments)
+            protocol = self.ws_connection
+            protocol._write_frame(False, 0x1, b"one ")
+            protocol._write_frame(False, 0x0, b"two ")
+            await protocol._write_frame(True, 0x0, b"three")
+            return
         await self.write_message(message, binary=isinstance(message, bytes))
 
     def on_pong(self, data: bytes) -> None:
         self.write_message("pong:" + data.decode())
+
+
+class CompressedEcho_WS(Echo_WS):
+    def get_compression_options(self):
+        return {}
 
 
 def make_app() -> web.Application:
@@ -224,6 +242,7 @@ def make_app() -> web.Application:
             (r"/peer", Peer),
             (r"/stats", Stats),
             (r"/ws", Echo_WS),
+            (r"/wsz", CompressedEcho_WS),
             (r"/echo.*", Echo),
         ],
         websocket_max_message_size=64 * 1024 * 1024,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -465,6 +466,86 @@ async def test_websocket_echo_with_subprotocol(server, backend_port, token, brid
         await asyncio.sleep(0.02)
     actions = [d["action"] for _, d in events]
     assert actions == ["started", "ended"]
+    started, ended = events[0][1], events[1][1]
+    assert started["subprotocol"] == "echo.v2" and started["via"] == "token"
+    # 4 messages each way, the close counted by its code
+    assert ended["messages"] == 7 and ended["closeCode"] == 4001
+
+
+async def test_websocket_large_and_fragmented_messages(server, backend_port, token):
+    req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
+    ws = await websocket_connect(req, max_message_size=16 * 1024 * 1024)
+    big = os.urandom(3 * 1024 * 1024)  # many reads on every hop
+    await ws.write_message(big, binary=True)
+    assert await ws.read_message() == big
+    await ws.write_message("frag")  # the backend answers in three frames
+    assert await ws.read_message() == "one two three"
+    ws.close()
+
+
+async def test_websocket_backend_message_over_limit_closes_both_with_1009(
+    server, backend_port, token, bridge
+):
+    events = []
+    bridge.port_proxy.event_logger = type(
+        "L", (), {"emit": lambda self, schema_id, data: events.append(data)}
+    )()
+    bridge.port_proxy.websocket_max_message_size = 1000
+    req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
+    ws = await websocket_connect(req)
+    await ws.write_message("big:999")
+    assert len(await ws.read_message()) == 999
+    await ws.write_message("big:5000")
+    assert await ws.read_message() is None
+    assert ws.close_code == 1009
+    # a message of 13 bytes in three fragments counts as 13 against the limit
+    bridge.port_proxy.websocket_max_message_size = 10
+    ws = await websocket_connect(req)
+    await ws.write_message("frag")
+    assert await ws.read_message() is None
+    assert ws.close_code == 1009
+    for _ in range(100):
+        if sum(e["action"] == "ended" for e in events) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert [e["closeCode"] for e in events if e["action"] == "ended"] == [1009, 1009]
+
+
+async def test_websocket_compression_negotiated_end_to_end(server, backend_port, token):
+    req = ws_request(server, backend_port, path="wsz", headers={"X-Proxy-Token": token})
+    ws = await websocket_connect(req, compression_options={})
+    assert "permessage-deflate" in ws.headers.get("Sec-WebSocket-Extensions", "")
+    text = "compressible " * 10_000
+    await ws.write_message(text)
+    assert await ws.read_message() == text
+    ws.close()
+
+
+async def test_websocket_refused_upgrade_is_the_backends_answer(server, backend_port, token):
+    # the backend has no websocket here: its 404 reaches the client, not a 502
+    req = ws_request(server, backend_port, path="nothing-here", headers={"X-Proxy-Token": token})
+    with pytest.raises(HTTPClientError) as info:
+        await websocket_connect(req)
+    assert info.value.code == 404
+
+
+async def test_websocket_cross_origin_with_owner_cookie_refused(jp_fetch, server, backend_port):
+    # a browser's websocket carries the owner's cookie to any site that asks:
+    # a cross-site one is refused, a same-site one passes (as Jupyter's own)
+    r = await jp_fetch("api", "status")
+    cookie = "; ".join(c.split(";", 1)[0] for c in r.headers.get_list("Set-Cookie"))
+    assert cookie
+    evil = ws_request(server, backend_port,
+                      headers={"Cookie": cookie, "Origin": "https://evil.example.org"})
+    with pytest.raises(HTTPClientError) as info:
+        await websocket_connect(evil)
+    assert info.value.code == 403
+    host = server.split("/")[2]
+    same = ws_request(server, backend_port, headers={"Cookie": cookie, "Origin": f"http://{host}"})
+    ws = await websocket_connect(same)
+    await ws.write_message("hi")
+    assert await ws.read_message() == "hi"
+    ws.close()
 
 
 async def test_websocket_ping_propagates(server, backend_port, token):

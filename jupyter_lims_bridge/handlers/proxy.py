@@ -5,10 +5,9 @@ session, an ``X-Proxy-Token``, or anyone in mode ``open``; nobody in
 ``disabled``), answer CORS preflights, and wire tornado's request and
 connection to :mod:`jupyter_lims_bridge.proxy`, which does the relaying.
 
-A plain request and a websocket upgrade go to different classes (the route
-class constructs the websocket one when it sees ``Upgrade: websocket``), so
-plain requests do not pay for ``WebSocketHandler``. ``prepare`` does only the
-auth the request needs: a request with a proxy token never touches the
+A websocket upgrade is a plain request whose handshake the backend answers;
+on its 101 the handler hands both connections to :mod:`jupyter_lims_bridge.tunnel`.
+``prepare`` does only the auth the request needs: a request with a proxy token never touches the
 identity provider, and no proxied request writes an access-log line.
 
 Must not: forward a credential of the user's (proxy.py filters headers), tell
@@ -28,11 +27,12 @@ from urllib.parse import parse_qsl, urlencode
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from tornado import httputil, web, websocket
+from tornado import httputil, web
 from tornado.iostream import StreamClosedError
 
 from .. import proxy
 from ..errors import LimsError
+from ..tunnel import Tunnel
 from .base import AUTH_RESOURCE_PROXY, BridgeMixin
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -181,20 +181,18 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
 
     auth_resource = AUTH_RESOURCE_PROXY
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
-    websocket_class: type[ProxyWebSocketHandler]
 
     exchange: proxy.UpstreamExchange | None = None
-
-    def __new__(cls, application: Any, request: httputil.HTTPServerRequest, **kwargs: Any) -> Any:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            # a separate class (not a subclass), so Python leaves __init__ to us here
-            return cls.websocket_class(application, request, **kwargs)
-        return super().__new__(cls)
+    upgrade = False
 
     async def prepare(self) -> None:  # type: ignore[override]
         self._transforms = []  # never re-encode a proxied body (e.g. gzip)
         kwargs = self.path_kwargs
         port_text = kwargs["port"]
+        request = self.request
+        self.upgrade = (
+            request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"
+        )
         origin = self.request.headers.get("Origin")
         settings = self.bridge.port_proxy
         if origin and origin in settings.cors_origins:
@@ -206,16 +204,22 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
                 self._preflight()
                 return
         port = await self.authorize_proxy(port_text)
+        if self.upgrade and self.proxy_via == "session" and not self.check_origin():
+            # the owner's cookie is an ambient credential, and browsers apply no
+            # same-origin policy to websockets: refuse cross-site ones as Jupyter does
+            raise web.HTTPError(403, "Cross-origin websocket refused")
         prefix = self.proxy_prefix(port_text)
-        if not self.absolute and not kwargs.get("proxied_path") and self.request.method in (
-            "GET",
-            "HEAD",
+        if (
+            not self.absolute
+            and not kwargs.get("proxied_path")
+            and self.request.method in ("GET", "HEAD")
+            and not self.upgrade
         ):
             # relative links of the app only resolve under "<prefix>/"
             query = self.request.query
             self.redirect(prefix + "/" + (f"?{query}" if query else ""))
             return
-        headers = self.upstream_headers(port, prefix)
+        headers = self.upstream_headers(port, prefix, ws=self.upgrade)
         req_headers = self.request.headers
         if "Content-Length" in req_headers:
             body = "length"
@@ -285,6 +289,12 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             start, upstream_headers = await exchange.read_head(method)
         except proxy.BackendUnavailable:
             raise LimsError("backend_unavailable") from None
+        if self.upgrade and start.code == 101:
+            await self._tunnel(start, upstream_headers)
+            return
+        if start.code == 101:
+            raise LimsError("backend_unavailable", "The backend switched protocols unasked.")
+        # (a refused upgrade: the backend's answer goes to the client as any other)
         framing = exchange.body_framing()
         headers = proxy.response_headers(
             upstream_headers,
@@ -333,6 +343,41 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         self.bridge.port_proxy.touch_activity(self.settings)
         self.finish()
 
+    async def _tunnel(
+        self, start: httputil.ResponseStartLine, upstream_headers: httputil.HTTPHeaders
+    ) -> None:
+        """The backend accepted the websocket: answer the client, then relay frames."""
+        assert self.exchange is not None
+        backend = self.exchange.take_stream()
+        headers = proxy.response_headers(
+            upstream_headers, port=self._port, prefix=self._prefix, absolute=self.absolute,
+            cors_origin=None,
+        )
+        headers["Upgrade"] = "websocket"
+        headers["Connection"] = "Upgrade"
+        client = self.detach()
+        settings = self.bridge.port_proxy
+        path = self.request.path
+        started = settings.session_started(
+            self._port, path, self.proxy_via, upstream_headers.get("Sec-WebSocket-Protocol")
+        )
+        tunnel = Tunnel(
+            client,
+            backend,
+            max_message_size=settings.websocket_max_message_size,
+            on_activity=lambda: settings.touch_activity(self.settings),
+        )
+        try:
+            client.write(proxy.format_head(f"HTTP/1.1 101 {start.reason or 'Switching Protocols'}",
+                                           headers))
+            await tunnel.run()
+        except StreamClosedError:
+            client.close()
+            backend.close()
+        finally:
+            settings.session_ended(self._port, path, self.proxy_via, started, tunnel.messages,
+                                   tunnel.close_code)
+
     def _set_response_headers(self, headers: httputil.HTTPHeaders) -> None:
         if proxy.FAST_PATH:
             self._headers = headers
@@ -371,138 +416,8 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         await self._relay()
 
 
-class ProxyWebSocketHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler,
-                            websocket.WebSocketHandler):
-    """A websocket relayed both ways; the backend is connected first."""
-
-    auth_resource = AUTH_RESOURCE_PROXY
-    upstream: proxy.UpstreamWebSocket | None = None
-    _session_started: float | None = None
-    _messages = 0
-
-    async def prepare(self) -> None:  # type: ignore[override]
-        port_text = self.path_kwargs["port"]
-        port = await self.authorize_proxy(port_text)
-        prefix = self.proxy_prefix(port_text)
-        self._port, self._path = port, self.request.path
-        header = self.request.headers.get("Sec-WebSocket-Protocol", "")
-        offered = [p.strip() for p in header.split(",") if p.strip()]
-        try:
-            self.upstream = await proxy.connect_websocket(
-                port,
-                self.upstream_target(port_text),
-                self.upstream_headers(port, prefix, ws=True),
-                offered,
-                self.max_message_size,
-            )
-        except proxy.BackendUnavailable:
-            raise LimsError("backend_unavailable") from None
-        self.upstream.on_upstream_ping = self._forward_upstream_ping
-
-    @property
-    def max_message_size(self) -> int:  # type: ignore[override]
-        return self.bridge.port_proxy.websocket_max_message_size
-
-    def check_origin(self, origin: str = "") -> bool:
-        if self.proxy_via == "session":
-            # an ambient credential: refuse cross-site websocket hijacking as Jupyter does
-            return JupyterHandler.check_origin(self, origin)
-        return True
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        chosen = self.upstream.selected_subprotocol if self.upstream else None
-        return chosen if chosen in subprotocols else None
-
-    def get_compression_options(self) -> dict[str, Any] | None:
-        return None
-
-    @allow_unauthenticated
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        # This handler runs under ProxyHandler's streaming-body delegate: let
-        # tornado finish reading the (empty) request first, or it would close
-        # the connection after the 101 as "answered before the body was read".
-        body_read = getattr(self.request, "_body_future", None)
-        if body_read is not None:
-            await body_read
-        await super().get(*args, **kwargs)
-
-    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        settings = self.bridge.port_proxy
-        self._session_started = settings.session_started(
-            self._port, self._path, self.proxy_via, self.selected_subprotocol
-        )
-        assert self.upstream is not None
-        self.upstream.attach(self._from_upstream, self._upstream_closed)
-
-    def _from_upstream(self, message: str | bytes) -> Awaitable[None] | None:
-        self._messages += 1
-        self.bridge.port_proxy.touch_activity(self.settings)
-        try:
-            future = proxy.send_frame(self.ws_connection, message)
-        except websocket.WebSocketClosedError:
-            return None
-        stream = self.ws_connection.stream if self.ws_connection is not None else None  # type: ignore[attr-defined]
-        return proxy.relay_write(future, bool(stream is not None and stream.writing()))
-
-    def _upstream_closed(self) -> None:
-        upstream = self.upstream
-        if upstream is None or self.ws_connection is None or self.ws_connection.is_closing():
-            return
-        self.close(proxy.sendable_close_code(upstream.close_code), upstream.close_reason)
-
-    def on_message(self, message: str | bytes) -> Awaitable[None] | None:  # type: ignore[override]
-        upstream = self.upstream
-        if upstream is None:
-            return None
-        self._messages += 1
-        self.bridge.port_proxy.touch_activity(self.settings)
-        try:
-            future = proxy.send_frame(upstream.protocol, message)
-        except websocket.WebSocketClosedError:
-            self.close(1011, "backend closed")
-            return None
-        return proxy.relay_write(future, upstream.writing())
-
-    def on_ping(self, data: bytes) -> None:
-        if self.upstream is not None:
-            try:
-                self.upstream.ping(data)
-            except websocket.WebSocketClosedError:
-                pass
-
-    def _forward_upstream_ping(self, data: bytes) -> None:
-        try:
-            self.ping(data)
-        except websocket.WebSocketClosedError:
-            pass
-
-    def on_close(self) -> None:
-        if self.upstream is not None:
-            self.upstream.close(proxy.sendable_close_code(self.close_code), self.close_reason)
-        if self._session_started is not None:
-            self.bridge.port_proxy.session_ended(
-                self._port, self._path, self.proxy_via, self._session_started,
-                self._messages, self.close_code,
-            )
-            self._session_started = None
-
-    def on_finish(self) -> None:
-        # tornado "finishes" the 101 answer too; only a handshake that failed
-        # after the backend was connected (e.g. a refused origin) ends it here
-        if self.upstream is not None and self.get_status() != 101:
-            self.upstream.close()
-
-
-ProxyHandler.websocket_class = ProxyWebSocketHandler
-
-
-class AbsoluteProxyWebSocketHandler(ProxyWebSocketHandler):
-    absolute = True
-
-
 class AbsoluteProxyHandler(ProxyHandler):
     absolute = True
-    websocket_class = AbsoluteProxyWebSocketHandler
 
 
 def proxy_routes(absolute_pattern: str, pattern: str) -> list[tuple[str, Any]]:
