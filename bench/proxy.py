@@ -125,6 +125,10 @@ class Servers:
         self.procs.append(self.jupyter)
         wait_port(self.backend_port)
         wait_port(self.jupyter_port)
+        if hasattr(os, "sched_setaffinity"):
+            # this process is a load generator too (upload and websocket
+            # clients): it shares the backend's core, not the server's
+            os.sched_setaffinity(0, {int(self.load_core)})
         self.server_proc = psutil.Process(self.jupyter.pid)
         if self.server_proc.name() == "taskset":  # taskset execs, but be sure
             self.server_proc = self.server_proc.children()[0]
@@ -284,9 +288,10 @@ class _Null:
 
 
 async def ws_echo(url: str, headers: dict[str, str], seconds: float, max_messages: int,
-                  window: int = 32) -> dict:
+                  proc: psutil.Process | None, window: int = 32) -> dict:
     """Echo throughput with ``window`` messages in flight (as a busy client
-    would), bounded by ``max_messages`` and ``seconds``."""
+    would), bounded by ``max_messages`` and ``seconds``; and the proxying
+    server's CPU time per relayed message (both directions)."""
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
@@ -295,6 +300,7 @@ async def ws_echo(url: str, headers: dict[str, str], seconds: float, max_message
     for _ in range(window):
         ws.write_message(payload)
     n = 0
+    cpu_before = _cpu_seconds(proc)
     start = time.perf_counter()
     deadline = start + seconds
     while n < max_messages and time.perf_counter() < deadline:
@@ -303,8 +309,16 @@ async def ws_echo(url: str, headers: dict[str, str], seconds: float, max_message
         n += 1
         ws.write_message(payload)
     elapsed = time.perf_counter() - start
+    cpu = _cpu_seconds(proc) - cpu_before
     ws.close()
-    return {"msgs_s": n / elapsed}
+    return {"msgs_s": n / elapsed, "cpu_us_per_msg": cpu * 1e6 / n if n and proc else 0.0}
+
+
+def _cpu_seconds(proc: psutil.Process | None) -> float:
+    if proc is None:
+        return 0.0
+    times = proc.cpu_times()
+    return times.user + times.system
 
 
 def main() -> int:
@@ -314,11 +328,14 @@ def main() -> int:
     parser.add_argument("--download-mib", type=int, default=512)
     parser.add_argument("--upload-mib", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--only", default="small,download,upload,ws",
+                        help="comma-separated parts to run (default: all)")
     args = parser.parse_args()
     rounds = 1 if args.quick else max(1, min(args.rounds, 9))
     seconds = 2 if args.quick else args.seconds
     down = (128 if args.quick else args.download_mib) * MIB
     up = args.upload_mib * MIB
+    parts = set(args.only.split(","))
     if not shutil.which("wrk") or not shutil.which("curl"):
         print("needs wrk and curl (apt-get install -y wrk curl)", file=sys.stderr)
         return 2
@@ -342,13 +359,17 @@ def main() -> int:
             for _ in range(rounds):
                 for name, (url, headers) in targets.items():
                     proc = None if name == "direct" else servers.server_proc
-                    add(name, "small", run_wrk(servers, f"{url}/small", headers, seconds))
-                    add(name, "download", download(servers, url, headers, down, proc))
-                    add(name, "upload", upload(url, headers, up, proc))
-                    try:
-                        add(name, "ws", asyncio.run(ws_echo(url, headers, seconds, 200_000)))
-                    except Exception as e:  # noqa: BLE001 - report, don't die
-                        add(name, "ws", {"msgs_s": 0.0, "error": str(e)})
+                    if "small" in parts:
+                        add(name, "small", run_wrk(servers, f"{url}/small", headers, seconds))
+                    if "download" in parts:
+                        add(name, "download", download(servers, url, headers, down, proc))
+                    if "upload" in parts:
+                        add(name, "upload", upload(url, headers, up, proc))
+                    if "ws" in parts:
+                        try:
+                            add(name, "ws", asyncio.run(ws_echo(url, headers, seconds, 200_000, proc)))
+                        except Exception as e:  # noqa: BLE001 - report, don't die
+                            add(name, "ws", {"msgs_s": 0.0, "error": str(e)})
             for name in targets:
                 results[name] = {key: median_of(values) for key, values in samples[name].items()}
                 print(f"# {name}: {json.dumps(samples[name])}", file=sys.stderr)
@@ -372,6 +393,7 @@ ROWS = [
     ("{up} MiB upload MiB/s", "upload", "mib_s", "{:.0f}", True, "≥ 0.65× direct"),
     ("upload RSS growth MiB", "upload", "rss_growth_mib", "{:.1f}", False, "< 8 MiB"),
     ("websocket echo msgs/s", "ws", "msgs_s", "{:.0f}", True, "≥ 0.9× direct"),
+    ("websocket: server CPU µs per echoed message", "ws", "cpu_us_per_msg", "{:.1f}", False, ""),
 ]
 
 
@@ -400,6 +422,8 @@ def print_table(results: dict[str, dict], samples: dict[str, dict[str, list]], d
     print("| metric | direct | jupyter-server-proxy | lims-bridge | goal |")
     print("|---|---|---|---|---|")
     for label, section, key, fmt, with_ratio, goal in ROWS:
+        if section not in results["direct"]:
+            continue  # not run (--only)
         cells = []
         for name in ("direct", "jupyter-server-proxy", "lims-bridge"):
             r = results[name][section]
@@ -412,8 +436,8 @@ def print_table(results: dict[str, dict], samples: dict[str, dict[str, list]], d
             cells.append(text)
         print(f"| {label.format(down=down // MIB, up=up // MIB)} | " + " | ".join(cells)
               + f" | {goal} |")
-    jsp = [s["rps"] for s in samples["jupyter-server-proxy"]["small"]]
-    ours = [s["rps"] for s in samples["lims-bridge"]["small"]]
+    jsp = [s["rps"] for s in samples["jupyter-server-proxy"].get("small", [])]
+    ours = [s["rps"] for s in samples["lims-bridge"].get("small", [])]
     per_round = sorted(o / j for o, j in zip(ours, jsp) if j)
     if per_round:
         print(f"\nlims-bridge vs jupyter-server-proxy on small GETs (median of per-round "
