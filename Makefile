@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all demo test test-server test-ui install labextension chromium chp bench clean
+.PHONY: all demo test test-server test-ui install labextension chromium chp bench bench-tools clean
 
 all: test
 
@@ -68,7 +68,12 @@ test-server: install
 test-ui: install labextension chromium
 	$(BIN)/python -m pytest tests/ui $(PYTEST_ARGS)
 
-bench: install
+# wrk and curl load the proxy benchmark; jupyter-server-proxy is its anchor (bench extra)
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk curl >/dev/null; }
+
+bench: install bench-tools
 	$(BIN)/python bench/open.py
 	$(BIN)/python bench/staging.py
 	$(BIN)/python bench/proxy.py
