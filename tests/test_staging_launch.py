@@ -1,5 +1,6 @@
 """The deep-link launch page in a real browser while data is staged: progress,
-a failure with its reason, "Retry", then navigation to the notebook.
+a failure with its reason, "Retry", then navigation to the notebook; and, with
+``wait_for_data`` off, straight to the notebook while the data still arrives.
 
 A ``jupyter server`` subprocess on 127.0.0.1 (configured through
 ``LIMS_BRIDGE_*`` variables, as a spawner would), the test file server in a
@@ -26,14 +27,12 @@ import pytest
 import requests
 
 from jupyter_lims_bridge import signing
+from tests.browser import CHROMIUM_ARGS as ARGS
 
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("LIMS_BRIDGE_CHROMIUM", "/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason="no Chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage"]
 OWNER = "alice"
 BASE = f"/user/{OWNER}/"
 
@@ -53,8 +52,14 @@ def jp_server_cleanup() -> Iterator[None]:
 
 
 @pytest.fixture
-def server(tmp_path, key_pair, file_server):
-    """A jupyter server with the bridge; yields (url, login token)."""
+def server_env() -> dict[str, str]:
+    """Extra ``LIMS_BRIDGE_*`` settings of the server (a test parametrizes it)."""
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path, key_pair, file_server, server_env):
+    """A jupyter server with the bridge; yields (url, login token, root dir)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -70,6 +75,7 @@ def server(tmp_path, key_pair, file_server):
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
         "JUPYTER_DATA_DIR": str(tmp_path / "data"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        **server_env,
     }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "jupyter_server_config.py").write_text(
@@ -145,3 +151,32 @@ def test_launch_page_shows_progress_and_a_failure_then_retries_and_opens(server,
     data = root / "lims" / "sample-S-42" / "data"
     assert (data / "slow.bin").read_bytes() == SLOW
     assert (data / "bad.bin").read_bytes() == BAD
+
+
+@pytest.mark.parametrize("server_env", [{"LIMS_BRIDGE_WAIT_FOR_DATA": "false"}])
+def test_without_waiting_the_notebook_opens_while_data_arrives(server, file_server, private_key):
+    url, login, root = server
+    slow = file_server.add("slow.bin", SLOW, delay=0.1, chunk=32 * 1024)  # about 3 s
+    token = signing.make_token(
+        private_key, sub=OWNER, entity={"type": "sample", "id": "S-43"},
+        data=[{"name": "slow.bin", "url": slow, "sha256": hashlib.sha256(SLOW).hexdigest()}],
+    )
+    target = root / "lims" / "sample-S-43" / "data" / "slow.bin"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}lims/open?lims_token={quote(token)}&token={login}")
+            # Then the page goes on to the notebook without waiting for the download
+            page.wait_for_url("**/lab/tree/lims/sample-S-43/S-43.ipynb", timeout=30000)
+            jobs = requests.get(url + "lims/api/staging", timeout=5,
+                                headers={"Authorization": f"token {login}"}).json()
+            assert [j["state"] for j in jobs["jobs"]] in (["queued"], ["running"])
+            assert not target.exists()
+        finally:
+            browser.close()
+    # And the data arrives beside it, whole
+    deadline = time.monotonic() + 30
+    while not target.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert target.read_bytes() == SLOW
