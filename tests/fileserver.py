@@ -15,11 +15,13 @@ import asyncio
 import hashlib
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tornado import httpserver, netutil, web
+from tornado.iostream import StreamClosedError
 
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
@@ -72,6 +74,7 @@ class Seen:
     headers: dict[str, str]
     status: int = 0
     body_bytes: int = 0  # bytes of body actually sent
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def range(self) -> str | None:
@@ -142,7 +145,10 @@ class _FileHandler(web.RequestHandler):
                 break
             data = spec.read(offset, size)
             self.write(data)
-            await self.flush()
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return  # the client went away (a test killed it): nothing to answer
             offset += len(data)
             seen.body_bytes += len(data)
             if spec.delay:

@@ -318,6 +318,17 @@ async def test_500_then_200_is_retried(server, make_stager, data_dir, root):
     assert [r.status for r in server.seen("flaky.bin")] == [500, 500, 200]
 
 
+async def test_retries_back_off_exponentially(server, make_stager, data_dir, root):
+    url = server.add("flaky.bin", CONTENT, fail_first=2)
+    stager = make_stager(retries=3, backoff=0.3)
+    [result] = await stage(stager, data_dir, root, DataItem("flaky.bin", url=url, sha256=SHA))
+    assert (await finished(stager, result["job"]))["state"] == "done"
+    times = [r.at for r in server.seen("flaky.bin")]
+    # waits of backoff, then twice that, between the attempts (lower bounds only)
+    assert times[1] - times[0] >= 0.3
+    assert times[2] - times[1] >= 0.6
+
+
 async def test_persistent_5xx_fails_after_the_retries(server, make_stager, data_dir, root):
     url = server.add("down.bin", CONTENT, fail_first=100)
     stager = make_stager(retries=2)
@@ -352,6 +363,9 @@ async def test_too_large_from_content_length_fetches_no_body(server, make_stager
     [result] = await stage(stager, data_dir, root, DataItem("huge.bin", url=url))
     job = await finished(stager, result["job"])
     assert (job["state"], job["reason"]) == ("failed", "too_large")
+    # refused on the announced length (which the message gives), before a byte was written
+    assert job["message"].startswith(f"huge.bin is {len(CONTENT) / MiB:.1f} MiB, more than")
+    assert job["bytesDone"] == 0
     assert leftovers(data_dir) == []
     assert server.seen("huge.bin")[0].body_bytes < len(CONTENT)
 

@@ -12,13 +12,8 @@ Skipped when Playwright or Chromium is missing.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import secrets
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from typing import Iterator
 from urllib.parse import quote
@@ -28,6 +23,7 @@ import requests
 
 from jupyter_lims_bridge import signing
 from tests.browser import CHROMIUM_ARGS as ARGS
+from tests.serverproc import jupyter_process
 
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -60,51 +56,9 @@ def server_env() -> dict[str, str]:
 @pytest.fixture
 def server(tmp_path, key_pair, file_server, server_env):
     """A jupyter server with the bridge; yields (url, login token, root dir)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    login = secrets.token_hex(16)
-    root = tmp_path / "root"
-    root.mkdir()
-    env = {
-        **os.environ,
-        "LIMS_BRIDGE_OWNER": OWNER,
-        "LIMS_BRIDGE_PUBLIC_KEYS": json.dumps([key_pair[1]]),
-        "LIMS_BRIDGE_DATA_URL_PREFIXES": json.dumps([file_server.prefix]),
-        "LIMS_BRIDGE_STATE_DIR": str(tmp_path / "state"),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-        **server_env,
-    }
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "jupyter_server_config.py").write_text(
-        "c.ServerApp.jpserver_extensions = {'jupyter_lims_bridge': True}\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={login}", "--ServerApp.allow_root=True", f"--ServerApp.base_url={BASE}",
-         f"--ServerApp.root_dir={root}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"),
-    )
-    url = f"http://127.0.0.1:{port}{BASE}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(url + "api/status", headers={"Authorization": f"token {login}"}, timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError((tmp_path / "server.log").read_text()[-2000:]) from None
-                time.sleep(0.2)
-        yield url, login, root
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with jupyter_process(tmp_path, owner=OWNER, public_key=key_pair[1], base_url=BASE,
+                         data_url_prefixes=[file_server.prefix], env=server_env) as server:
+        yield server.url, server.login, server.root
 
 
 def test_launch_page_shows_progress_and_a_failure_then_retries_and_opens(server, file_server, private_key):
