@@ -89,6 +89,15 @@ class _FileHandler(web.RequestHandler):
         return None
 
     async def get(self, name: str) -> None:
+        fs = self.fs
+        fs.in_flight += 1
+        fs.most_in_flight = max(fs.most_in_flight, fs.in_flight)
+        try:
+            await self._serve(name)
+        finally:
+            fs.in_flight -= 1
+
+    async def _serve(self, name: str) -> None:
         seen = Seen("GET", self.request.path, self.request.query, dict(self.request.headers))
         self.fs.requests.append(seen)
         spec = self.fs.files.get(name)
@@ -167,6 +176,9 @@ class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, Behaviour] = {}
         self.requests: list[Seen] = []
+        #: requests being answered now, and the most at any one time
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

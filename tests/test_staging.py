@@ -397,6 +397,7 @@ async def test_concurrency_is_bounded(server, make_stager, data_dir, root):
         most = max(most, sum(stager.job(r["job"]).state == "running" for r in results))
         await asyncio.sleep(0.005)
     assert most == 2
+    assert server.most_in_flight == 2  # as the LIMS's server saw it
     assert all(stager.job(r["job"]).state == "done" for r in results)
 
 
