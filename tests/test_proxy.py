@@ -604,6 +604,19 @@ async def test_proxied_traffic_counts_as_activity(proxy_fetch, token, jp_servera
     assert after is not None and after != before
 
 
+async def test_websocket_traffic_counts_as_activity(server, backend_port, token, jp_serverapp,
+                                                    bridge):
+    req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
+    ws = await websocket_connect(req)
+    settings = jp_serverapp.web_app.settings
+    settings.pop("api_last_activity", None)
+    bridge.port_proxy._activity_next = 0.0
+    await ws.write_message("hi")
+    assert await ws.read_message() == "hi"
+    assert settings.get("api_last_activity") is not None
+    ws.close()
+
+
 async def test_plain_path_without_tornado_internals(proxy_fetch, token, monkeypatch):
     # Given a tornado version the fast path was not tested on, the plain path
     # (no header object swap, de-chunk and let tornado re-chunk) gives the same answers
