@@ -170,6 +170,10 @@ class ProxyTokenStore:
                 isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in ports
             ):
                 raise LimsError("bad_request", "'ports' must be a list of port numbers.")
+            if not ports:
+                raise LimsError(
+                    "bad_request", "'ports' lists no port; leave it out for all allowed ports."
+                )
             if allowed_ports is not None and not set(ports) <= allowed_ports:
                 raise LimsError(
                     "port_not_allowed", "A token can only be scoped to ports in allowed_ports."

@@ -12,6 +12,9 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +136,17 @@ async def test_cookie_post_without_xsrf_is_refused(jp_fetch, jp_serverapp):
         headers={"Authorization": "", "Cookie": f"{cookies}; {xsrf_cookie}", "X-XSRFToken": xsrf},
     )
     assert code == 201
+    # DELETE and PUT with the cookie need the _xsrf too
+    for method, parts, body in (("DELETE", ("tokens", created["id"]), None),
+                                ("PUT", ("proxy",), {"mode": "open"})):
+        code, _, _ = await api(jp_fetch, *parts, method=method, body=body,
+                               headers={"Authorization": "", "Cookie": cookies})
+        assert code == 403, method
+        code, _, _ = await api(
+            jp_fetch, *parts, method=method, body=body,
+            headers={"Authorization": "", "Cookie": f"{cookies}; {xsrf_cookie}", "X-XSRFToken": xsrf},
+        )
+        assert code in (200, 204), method
 
 
 async def test_events_for_create_and_revoke(jp_fetch, bridge):
@@ -235,8 +249,10 @@ def test_attempt_limiter():
 # -- the command line --------------------------------------------------------------------------
 
 
-def test_cli_create_list_revoke(tmp_path, capsys):
+def test_cli_create_list_revoke(tmp_path, capsys, monkeypatch):
     import argparse
+
+    monkeypatch.setenv("LIMS_BRIDGE_ALLOWED_PORTS", "8050,9000-9010")
 
     parser = argparse.ArgumentParser()
     cli_tokens.add_parser(parser.add_subparsers(dest="command"))
@@ -260,6 +276,38 @@ def test_cli_create_list_revoke(tmp_path, capsys):
     code, out = run("revoke", created["id"])
     assert code == 1 and "not_found" in out
     assert stat.S_IMODE(os.stat(tmp_path / "st" / "proxy_tokens.json").st_mode) == 0o600
+    # a port the server would refuse is refused here too, and nothing is stored
+    code, out = run("create", "typo", "--port", "8051")
+    assert code == 1 and "port_not_allowed" in out
+    assert json.loads(run("list")[1])["tokens"] == []
+
+
+def test_cli_entry_point_reads_the_servers_config(tmp_path):
+    # `jupyter lims-bridge tokens` as a terminal in the container runs it: the
+    # state dir and allowed_ports come from the same config file as the server's
+    config = tmp_path / "config"
+    config.mkdir()
+    state = tmp_path / "state"
+    (config / "jupyter_server_config.json").write_text(json.dumps(
+        {"LimsBridge": {"state_dir": str(state), "allowed_ports": ["9000-9010"]}}
+    ))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "LIMS_BRIDGE_"))}
+    env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(tmp_path / "data"))
+    jupyter = Path(sys.executable).with_name("jupyter")
+
+    def run(*argv):
+        return subprocess.run([str(jupyter), "lims-bridge", "tokens", *argv], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    done = run("create", "ci", "--port", "9005", "--json")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    assert created["ports"] == [9005]
+    assert (state / "proxy_tokens.json").exists()
+    refused = run("create", "x", "--port", "8050")
+    assert refused.returncode == 1 and "port_not_allowed" in refused.stdout + refused.stderr
+    listed = run("list")
+    assert created["id"] in listed.stdout and created["token"] not in listed.stdout
 
 
 def test_cli_state_dir_from_environment(tmp_path, monkeypatch):
@@ -313,3 +361,11 @@ def test_event_schemas_validate_what_the_managers_emit(tmp_path):
     proxy.session_ended(8050, "/a/lims/proxy/8050/ws", "token", started, 3, 1000)
     actions = [r["action"] if isinstance(r, dict) else json.loads(r)["action"] for r in records]
     assert actions == ["created", "use_failed", "revoked", "started", "ended"]
+
+
+async def test_an_empty_port_scope_is_refused(jp_fetch):
+    # a token that works on no port would only confuse; leaving "ports" out means all allowed
+    code, body, _ = await api(jp_fetch, "tokens", method="POST", body={"name": "x", "ports": []})
+    assert (code, body["reason"]) == (400, "bad_request")
+    code, listed, _ = await api(jp_fetch, "tokens")
+    assert listed["tokens"] == []
