@@ -85,6 +85,12 @@ def _from_environment(trait: Any, text: str) -> Any:
     return text
 
 
+def _login_cookie_names(serverapp: Any) -> list[str]:
+    """A login cookie name the operator configured (the usual ones are known to proxy.py)."""
+    name = getattr(getattr(serverapp, "identity_provider", None), "cookie_name", "")
+    return [name] if name else []
+
+
 class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
     """Open signed LIMS/ELN deep links as notebooks, stage their data, proxy local ports."""
 
@@ -384,6 +390,8 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             cors_origins=self.cors_origins,
             websocket_max_message_size=self.websocket_max_message_size,
             event_logger=self.event_logger,
+            trust_xheaders=self.serverapp.trust_xheaders,
+            jupyter_cookies=_login_cookie_names(self.serverapp),
         )
         self._add_frame_ancestors()
         self.settings["lims_bridge"] = self

@@ -63,30 +63,53 @@ HOP_BY_HOP = frozenset(
 TOKEN_HEADER = "X-Proxy-Token"
 # Never forwarded upstream, whatever the auth mode. ``Expect`` because tornado
 # has already answered ``100-continue`` to the client; ``Host`` is rewritten.
-_DROP_REQUEST = HOP_BY_HOP | {"x-proxy-token", "expect", "host", "cookie"}
+_DROP_REQUEST = HOP_BY_HOP | {"x-proxy-token", "expect", "host", "cookie", "x-xsrftoken",
+                              "x-csrftoken"}
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
 _CORS_PREFIX = "access-control-"
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
-def is_jupyter_cookie(name: str) -> bool:
-    """Cookies that carry the user's Jupyter or JupyterHub credentials."""
+def is_jupyter_cookie(name: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Cookies that carry the user's Jupyter or JupyterHub credentials; ``extra``
+    names the ones an operator configured (``IdentityProvider.cookie_name``)."""
     name = name.strip()
     return (
         name == "_xsrf"
         or name.startswith("username-")  # jupyter_server's login cookie
         or name.startswith("jupyterhub-")  # hub session, jupyterhub-user-<name>, oauth state
+        or name in extra
     )
 
 
-def strip_jupyter_cookies(header: str) -> str:
+def strip_jupyter_cookies(header: str, extra: frozenset[str] = frozenset()) -> str:
     """A ``Cookie`` header without the Jupyter/JupyterHub cookies (others pass)."""
     kept = [
         part.strip()
         for part in header.split(";")
-        if part.strip() and not is_jupyter_cookie(part.split("=", 1)[0])
+        if part.strip() and not is_jupyter_cookie(part.split("=", 1)[0], extra)
     ]
     return "; ".join(kept)
+
+
+def attempt_key(request: httputil.HTTPServerRequest, *, trust_xheaders: bool) -> str:
+    """The client address failed proxy-token attempts are counted under.
+
+    The TCP peer; behind a front proxy (``ServerApp.trust_xheaders``, which
+    JupyterHub's single-user server sets) the last ``X-Forwarded-For`` entry,
+    the one that proxy appended. Never ``X-Real-Ip``, which tornado would
+    prefer: configurable-http-proxy passes a client's own value through, so a
+    client could pick a new address for every guess.
+    """
+    if trust_xheaders:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    address = getattr(getattr(request.connection, "context", None), "address", None)
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return request.remote_ip or "?"
 
 
 def _connection_tokens(headers: httputil.HTTPHeaders) -> set[str]:
@@ -111,12 +134,18 @@ class ProxySettings:
         cors_origins: Iterable[str],
         websocket_max_message_size: int,
         event_logger: Any = None,
+        trust_xheaders: bool = False,
+        jupyter_cookies: Iterable[str] = (),
     ) -> None:
         self.mode = mode
         self.ports = ports
         self.cors_origins = frozenset(cors_origins)
         self.websocket_max_message_size = websocket_max_message_size
         self.event_logger = event_logger
+        #: whether a front proxy's X-Forwarded-For is believed (attempt_key)
+        self.trust_xheaders = trust_xheaders
+        #: cookie names of this server's Jupyter login besides the usual ones
+        self.jupyter_cookies = frozenset(jupyter_cookies)
         self.pool = UpstreamPool()
         #: Host header -> result of Jupyter's check_host (the handlers fill it)
         self.host_checks: dict[str, bool] = {}
@@ -260,6 +289,7 @@ def request_headers(
     prefix: str,
     drop_authorization: bool,
     websocket: bool = False,
+    jupyter_cookies: frozenset[str] = frozenset(),
 ) -> httputil.HTTPHeaders:
     """The headers sent upstream, per the proxy's header hygiene."""
     drop = _DROP_REQUEST | _connection_tokens(incoming)
@@ -281,7 +311,7 @@ def request_headers(
         out.add(name, value)
     cookie = "; ".join(incoming.get_list("Cookie"))
     if cookie:
-        cookie = strip_jupyter_cookies(cookie)
+        cookie = strip_jupyter_cookies(cookie, jupyter_cookies)
         if cookie:
             out["Cookie"] = cookie
     out["Host"] = f"127.0.0.1:{port}"
@@ -331,6 +361,7 @@ def response_headers(
     prefix: str,
     absolute: bool,
     cors_origin: str | None,
+    jupyter_cookies: frozenset[str] = frozenset(),
 ) -> httputil.HTTPHeaders:
     """The headers sent to the client: no hop-by-hop, no backend CORS, no Jupyter cookies."""
     drop = _DROP_RESPONSE | _connection_tokens(upstream)
@@ -341,7 +372,7 @@ def response_headers(
             continue
         if lname == "location":
             value = rewrite_location(value, port=port, prefix=prefix, absolute=absolute)
-        elif lname == "set-cookie" and is_jupyter_cookie(value.split("=", 1)[0]):
+        elif lname == "set-cookie" and is_jupyter_cookie(value.split("=", 1)[0], jupyter_cookies):
             continue  # a backend must not overwrite the user's Jupyter session
         out.add(name, value)
     if cors_origin:
@@ -626,6 +657,7 @@ __all__ = [
     "ProxySettings",
     "UpstreamExchange",
     "UpstreamPool",
+    "attempt_key",
     "format_head",
     "request_headers",
     "response_headers",

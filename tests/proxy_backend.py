@@ -21,6 +21,8 @@ listening. Endpoints (all generate their data; nothing is read from disk):
                      "big:N" answers with an N-byte message, "frag" with one
                      message in three fragments
 - ``/wsz``           the same echo with permessage-deflate accepted
+- ``/ws-closes``     JSON: the close codes the websocket echo has received
+- ``/.../lims/proxy/absolute/...``  echo (what an app that knows its prefix serves)
 """
 
 from __future__ import annotations
@@ -220,6 +222,17 @@ class Echo_WS(websocket.WebSocketHandler):
     def on_pong(self, data: bytes) -> None:
         self.write_message("pong:" + data.decode())
 
+    def on_close(self) -> None:
+        CLOSES.append(self.close_code)
+
+
+CLOSES: list[int | None] = []
+
+
+class WsCloses(web.RequestHandler):
+    def get(self) -> None:
+        self.finish({"codes": CLOSES})
+
 
 class CompressedEcho_WS(Echo_WS):
     def get_compression_options(self):
@@ -244,6 +257,8 @@ def make_app() -> web.Application:
             (r"/ws", Echo_WS),
             (r"/wsz", CompressedEcho_WS),
             (r"/echo.*", Echo),
+            (r"/ws-closes", WsCloses),
+            (r"/.*/lims/proxy/absolute/.*", Echo),
         ],
         websocket_max_message_size=64 * 1024 * 1024,
     )

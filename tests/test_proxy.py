@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 HERE = Path(__file__).parent
@@ -109,13 +109,24 @@ async def test_bad_token_is_token_invalid_and_not_echoed(proxy_fetch):
     assert b"not-a-real-token" not in r.body
 
 
-async def test_unauthenticated_learns_nothing_about_ports(proxy_fetch):
-    # an unknown port answers exactly like an allowed one: the token comes first
-    for port in (1, 65000):
-        r = await proxy_fetch("echo", port=port)
+async def test_unauthenticated_learns_nothing_about_ports(proxy_fetch, backend_port, closed_port):
+    # allowed and listening, allowed and closed, not allowed: the same answers,
+    # byte for byte, because the token is checked before the port
+    for token, expected in ((None, "token_missing"), ("jlb_x", "token_invalid")):
+        answers = set()
+        for port in (backend_port, closed_port, 1, 65000):
+            r = await proxy_fetch("echo", port=port, token=token)
+            assert (r.code, reason(r)) == (401, expected)
+            answers.add((r.code, r.body))
+        assert len(answers) == 1
+
+
+async def test_empty_token_header_is_no_token_and_no_attempt(proxy_fetch, token):
+    for _ in range(15):
+        r = await proxy_fetch("echo", headers={"X-Proxy-Token": ""})
         assert (r.code, reason(r)) == (401, "token_missing")
-        r = await proxy_fetch("echo", port=port, token="jlb_x")
-        assert (r.code, reason(r)) == (401, "token_invalid")
+    r = await proxy_fetch("echo", token=token)  # not counted as guesses
+    assert r.code == 200
 
 
 async def test_port_not_allowed_with_valid_token(proxy_fetch, token):
@@ -167,6 +178,22 @@ async def test_cookie_session_post_needs_xsrf(jp_fetch, jp_serverapp, backend_po
     assert r.code == 200, r.body
     seen = json.loads(r.body)["headers"]
     assert "cookie" not in seen  # only Jupyter cookies were sent: nothing left to forward
+    assert "x-xsrftoken" not in seen and xsrf not in json.dumps(seen)
+    # nor does an _xsrf in the query reach the backend (other parameters do)
+    r = await jp_fetch(
+        "lims", "proxy", str(backend_port), "echo", method="POST", body="x",
+        params={"_xsrf": xsrf, "keep": "1"},
+        headers={"Authorization": "", "Cookie": f"{cookies}; {xsrf_cookie}"}, raise_error=False,
+    )
+    assert r.code == 200, r.body
+    assert json.loads(r.body)["query"] == "keep=1"
+
+
+async def test_a_configured_login_cookie_name_is_not_forwarded(proxy_fetch, token, bridge):
+    bridge.port_proxy.jupyter_cookies = frozenset({"my-login"})
+    r = await proxy_fetch("echo", token=token, headers={"Cookie": "my-login=secret; app=1"})
+    seen = json.loads(r.body)["headers"]
+    assert seen["cookie"] == ["app=1"]
 
 
 async def test_cookie_session_get_passes(jp_fetch, jp_serverapp, backend_port):
@@ -202,6 +229,23 @@ async def test_too_many_attempts(proxy_fetch, token):
     # even a good token waits: guessing cannot be interleaved with real use
     r = await proxy_fetch("echo", token=token)
     assert (r.code, reason(r)) == (429, "too_many_attempts")
+
+
+async def test_attempts_count_per_forwarded_client_behind_a_front_proxy(proxy_fetch, token,
+                                                                      bridge):
+    # Behind JupyterHub (trust_xheaders) the client is the X-Forwarded-For entry
+    # its proxy appended; an X-Real-Ip the client sends itself changes nothing
+    bridge.port_proxy.trust_xheaders = True
+    for i in range(10):
+        r = await proxy_fetch("echo", token="jlb_guess",
+                              headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": f"10.0.0.{i}"})
+        assert r.code == 401
+    r = await proxy_fetch("echo", token=token,
+                          headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": "10.9.9.9"})
+    assert (r.code, reason(r)) == (429, "too_many_attempts")
+    # another client behind the same proxy is not held back
+    r = await proxy_fetch("echo", token=token, headers={"X-Forwarded-For": "198.51.100.2"})
+    assert r.code == 200
 
 
 async def test_backend_unavailable(proxy_fetch, token, closed_port):
@@ -257,16 +301,19 @@ async def test_forwarded_headers_as_seen_by_backend(
             "X-Drop-Me": "1",
             "Keep-Alive": "timeout=5",
             "X-Custom": "passes",
+            "X-XSRFToken": "secret5",
+            "X-CSRFToken": "secret6",
         },
     )
     assert r.code == 200
     seen = json.loads(r.body)["headers"]
     flat = json.dumps(seen)
     assert token not in flat and "x-proxy-token" not in seen
-    for secret in ("secret1", "secret2", "secret3", "secret4"):
+    for secret in ("secret1", "secret2", "secret3", "secret4", "secret5", "secret6"):
         assert secret not in flat
     assert seen["cookie"] == ["app=keep"]
     assert "x-drop-me" not in seen and "keep-alive" not in seen
+    assert "x-xsrftoken" not in seen and "x-csrftoken" not in seen
     assert seen["x-custom"] == ["passes"]
     assert seen["host"] == [f"127.0.0.1:{backend_port}"]
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
@@ -280,10 +327,11 @@ async def test_forwarded_headers_as_seen_by_backend(
 
 
 async def test_absolute_forwards_full_path(proxy_fetch, token, jp_base_url, backend_port):
-    r = await proxy_fetch("echo", "x", token=token, absolute=True)
-    # the backend sees the whole path; our test backend routes /echo.* only,
-    # so route it through its catch-all by asking for the full path's echo
-    assert r.code == 404 or json.loads(r.body)["path"].endswith("/echo/x")
+    r = await proxy_fetch("echo", "x", token=token, absolute=True, params={"q": "1"})
+    assert r.code == 200
+    echo = json.loads(r.body)
+    assert echo["path"] == f"{jp_base_url}lims/proxy/absolute/{backend_port}/echo/x"
+    assert echo["query"] == "q=1"
 
 
 async def test_location_rewritten_under_prefix(proxy_fetch, token, jp_base_url, backend_port):
@@ -401,6 +449,25 @@ async def test_chunked_response_and_event_stream(proxy_fetch, token):
     assert received[0][0] < received[-1][0] - 0.4
 
 
+async def test_a_long_stream_counts_as_activity_while_it_runs(proxy_fetch, token, bridge,
+                                                             jp_serverapp):
+    # the idle culler must see a long download or event stream before it ends
+    settings = jp_serverapp.web_app.settings
+    seen_during: list[object] = []
+
+    def on_chunk(chunk: bytes) -> None:
+        seen_during.append(settings.pop("api_last_activity", None))
+        bridge.port_proxy._activity_next = 0.0  # no 1 s throttle for this test
+
+    settings.pop("api_last_activity", None)
+    bridge.port_proxy._activity_next = 0.0
+    r = await proxy_fetch("events", token=token, params={"count": "4", "delay": "0.1"},
+                          streaming_callback=on_chunk)
+    assert r.code == 200
+    # every event but the first (whose write also carried the head) was activity on its own
+    assert len(seen_during) >= 3 and all(a is not None for a in seen_during[1:])
+
+
 async def test_upstream_connections_are_pooled(proxy_fetch, token):
     peers = set()
     for _ in range(20):
@@ -470,6 +537,23 @@ async def test_websocket_echo_with_subprotocol(server, backend_port, token, brid
     assert started["subprotocol"] == "echo.v2" and started["via"] == "token"
     # 4 messages each way, the close counted by its code
     assert ended["messages"] == 7 and ended["closeCode"] == 4001
+
+
+async def test_websocket_client_close_code_reaches_the_backend(server, backend_port, token):
+    req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
+    ws = await websocket_connect(req)
+    await ws.write_message("hi")
+    assert await ws.read_message() == "hi"
+    ws.close(4002, "done here")
+    assert await ws.read_message() is None
+    codes: list = []
+    for _ in range(100):
+        r = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{backend_port}/ws-closes")
+        codes = json.loads(r.body)["codes"]
+        if 4002 in codes:
+            break
+        await asyncio.sleep(0.02)
+    assert 4002 in codes
 
 
 async def test_websocket_large_and_fragmented_messages(server, backend_port, token):

@@ -97,7 +97,7 @@ class _ProxyAuthMixin(BridgeMixin):
             self.proxy_via = "open"
         else:
             token = self.request.headers.get(proxy.TOKEN_HEADER)
-            if token is not None:
+            if token:
                 self._check_token(token, port)
                 self.proxy_via = "token"
             else:
@@ -109,7 +109,7 @@ class _ProxyAuthMixin(BridgeMixin):
 
     def _check_token(self, token: str, port: int) -> None:
         bridge = self.bridge
-        client = self.request.remote_ip or "?"
+        client = proxy.attempt_key(self.request, trust_xheaders=bridge.port_proxy.trust_xheaders)
         bridge.proxy_attempts.check(client)
         try:
             bridge.proxy_tokens.check(token, port, client)
@@ -138,10 +138,12 @@ class _ProxyAuthMixin(BridgeMixin):
         path = self.request.path
         target = path if self.absolute else (path[len(prefix) :] or "/")
         query = self.request.query
-        if query and self.proxy_via == "session" and "token=" in query:
-            # the owner's Jupyter token may have come in the query: not the backend's
+        if query and ("_xsrf=" in query or (self.proxy_via == "session" and "token=" in query)):
+            # Jupyter's XSRF value, and the owner's Jupyter token that may have
+            # come in the query, are not the backend's
+            dropped = {"_xsrf", "token"} if self.proxy_via == "session" else {"_xsrf"}
             query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-                               if k != "token"])
+                               if k not in dropped])
         return f"{target}?{query}" if query else target
 
     def upstream_headers(self, port: int, prefix: str, *, ws: bool = False) -> httputil.HTTPHeaders:
@@ -154,6 +156,7 @@ class _ProxyAuthMixin(BridgeMixin):
             prefix=prefix,
             drop_authorization=self.proxy_via == "session",
             websocket=ws,
+            jupyter_cookies=self.bridge.port_proxy.jupyter_cookies,
         )
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -267,6 +270,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self.exchange is None:
             return None
+        self.bridge.port_proxy.touch_activity(self.settings)
         return self.exchange.send(chunk)
 
     def on_connection_close(self) -> None:
@@ -302,6 +306,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             prefix=self._prefix,
             absolute=self.absolute,
             cors_origin=self.cors_origin,
+            jupyter_cookies=self.bridge.port_proxy.jupyter_cookies,
         )
         length = upstream_headers.get("Content-Length")
         if length is not None and framing in ("length", "none") and start.code != 204:
@@ -332,8 +337,16 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         if pass_chunked:
             # the backend's chunk framing goes out as it came (tested tornado versions)
             connection._chunking_output = False  # type: ignore[union-attr]
+        port_proxy, app_settings = self.bridge.port_proxy, self.settings
+
+        def write(piece: Any) -> Awaitable[None]:
+            # an hours-long download or event stream is activity while it runs,
+            # not only once it ends (JupyterHub's idle culler)
+            port_proxy.touch_activity(app_settings)
+            return connection.write(piece)  # type: ignore[union-attr]
+
         try:
-            await exchange.relay_body(connection.write, pass_chunked=pass_chunked)  # type: ignore[union-attr]
+            await exchange.relay_body(write, pass_chunked=pass_chunked)
         except proxy.BackendUnavailable:
             # the head is out; ending cleanly would pass a truncated body off as
             # complete, so abort the client connection instead
@@ -351,7 +364,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         backend = self.exchange.take_stream()
         headers = proxy.response_headers(
             upstream_headers, port=self._port, prefix=self._prefix, absolute=self.absolute,
-            cors_origin=None,
+            cors_origin=None, jupyter_cookies=self.bridge.port_proxy.jupyter_cookies,
         )
         headers["Upgrade"] = "websocket"
         headers["Connection"] = "Upgrade"

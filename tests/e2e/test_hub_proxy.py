@@ -122,5 +122,26 @@ def test_websocket_with_token(hub, backend, proxy_token):
         with pytest.raises(HTTPClientError) as info:
             await websocket_connect(HTTPRequest(ws_url, connect_timeout=30))
         assert info.value.code == 401
+        outside = "ws" + hub.user_url(USER)[4:] + f"lims/proxy/{hub.allowed_ports[-1] + 100}/ws"
+        with pytest.raises(HTTPClientError) as info:
+            await websocket_connect(
+                HTTPRequest(outside, headers={"X-Proxy-Token": proxy_token}, connect_timeout=30)
+            )
+        assert info.value.code == 403
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_guesses_are_limited_whatever_address_the_client_claims(hub, backend, proxy_token):
+    # Last in this module: it locks this client out for the limiter's window.
+    # JupyterHub's single-user server trusts X-headers; a client that makes up
+    # a new X-Real-Ip / X-Forwarded-For for every guess is still one client,
+    # the address configurable-http-proxy appended.
+    url = hub.user_url(USER) + f"lims/proxy/{backend}/echo"
+    for i in range(10):
+        forged = {"X-Real-Ip": f"10.1.0.{i}", "X-Forwarded-For": f"10.2.0.{i}"}
+        r = requests.get(url, headers={"X-Proxy-Token": f"jlb_guess{i}", **forged}, timeout=30)
+        assert (r.status_code, r.json()["reason"]) == (401, "token_invalid")
+    r = requests.get(url, headers={"X-Proxy-Token": proxy_token, "X-Real-Ip": "10.9.9.9"},
+                     timeout=30)
+    assert (r.status_code, r.json()["reason"]) == (429, "too_many_attempts")
