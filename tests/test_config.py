@@ -28,6 +28,16 @@ def test_defaults():
     assert (bridge.workspace_dir, bridge.open_url, bridge.proxy_mode) == ("lims", "lab/tree/{path}", "token")
 
 
+def test_state_and_the_token_file_default_to_the_jupyter_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("LIMS_BRIDGE_STATE_DIR", raising=False)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    assert LimsBridge().state_dir == str(tmp_path / "data" / "lims_bridge")
+    from jupyter_lims_bridge import cli_tokens
+
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "no-config"))
+    assert cli_tokens.state_dir() == tmp_path / "data" / "lims_bridge"
+
+
 def test_owner_defaults_to_the_hub_user(monkeypatch):
     monkeypatch.setenv("JUPYTERHUB_USER", "carol")
     assert LimsBridge().owner == "carol"

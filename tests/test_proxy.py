@@ -129,6 +129,20 @@ async def test_empty_token_header_is_no_token_and_no_attempt(proxy_fetch, token)
     assert r.code == 200
 
 
+async def test_token_checks_read_no_file(proxy_fetch, token, bridge, monkeypatch):
+    # the store is in memory; a request may stat the file (at most once a second,
+    # to notice the CLI's changes) but never reads it while it is unchanged
+    store = bridge.proxy_tokens
+    reads = []
+    real_load = store._load
+    monkeypatch.setattr(store, "_load", lambda: (reads.append(1), real_load())[1])
+    for i in range(20):
+        assert (await proxy_fetch("echo", token=token)).code == 200
+        if i % 4 == 0:  # a few wrong ones too, below the attempt limit
+            assert (await proxy_fetch("echo", token="jlb_wrong")).code == 401
+    assert reads == []
+
+
 async def test_port_not_allowed_with_valid_token(proxy_fetch, token):
     r = await proxy_fetch("echo", port=1, token=token)
     assert (r.code, reason(r)) == (403, "port_not_allowed")
