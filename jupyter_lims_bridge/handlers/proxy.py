@@ -387,6 +387,10 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         except StreamClosedError:
             client.close()
             backend.close()
+        except Exception:  # the handler is detached: no error page can go out, only a log line
+            self.log.exception("lims-bridge: proxy: websocket tunnel to port %s failed", self._port)
+            client.close()
+            backend.close()
         finally:
             settings.session_ended(self._port, path, self.proxy_via, started, tunnel.messages,
                                    tunnel.close_code)
