@@ -140,18 +140,21 @@ def close_frame(code: int, *, masked: bool) -> bytes:
 
 class Tunnel:
     """One relayed websocket: ``client`` and ``backend`` are connected
-    streams whose handshake is done; :meth:`run` returns when both are closed."""
+    streams, the backend's 101 read; :meth:`run` sends ``answer`` (the 101 for
+    the client), relays, and returns once both ends are closed."""
 
     def __init__(
         self,
         client: IOStream,
         backend: IOStream,
+        answer: bytes,
         *,
         max_message_size: int,
         on_activity: Callable[[], None],
     ) -> None:
         self.client = client
         self.backend = backend
+        self.answer = answer
         self.upward = FrameScanner(max_message_size)  # client -> backend
         self.downward = FrameScanner(max_message_size)  # backend -> client
         self.on_activity = on_activity
@@ -172,12 +175,15 @@ class Tunnel:
             # a relayed frame must not wait for the next one (Nagle)
             stream.set_nodelay(True)
         try:
+            self.client.write(self.answer)
             await asyncio.gather(
                 self._pump(self.client, self.backend, self.upward, self.downward,
                            backend_is_dst=True),
                 self._pump(self.backend, self.client, self.downward, self.upward,
                            backend_is_dst=False),
             )
+        except StreamClosedError:
+            pass  # the client left before its answer went out
         finally:
             if self._close_timer is not None:
                 self._close_timer.cancel()

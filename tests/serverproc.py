@@ -16,7 +16,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
+
+
+# A module that talks to subprocesses only imports these two by name: they
+# switch off pytest-jupyter's event loop and server cleanup for it (sync
+# Playwright, for one, runs its own loop).
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop() -> Iterator[None]:
+    yield
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup() -> Iterator[None]:
+    yield
 
 
 @dataclass

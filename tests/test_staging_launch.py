@@ -15,7 +15,6 @@ import hashlib
 import os
 import shutil
 import time
-from typing import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -23,7 +22,11 @@ import requests
 
 from jupyter_lims_bridge import signing
 from tests.browser import CHROMIUM_ARGS as ARGS
-from tests.serverproc import jupyter_process
+from tests.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    jupyter_process,
+)
 
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -34,17 +37,6 @@ BASE = f"/user/{OWNER}/"
 
 SLOW = os.urandom(1024 * 1024)
 BAD = os.urandom(64 * 1024)
-
-
-@pytest.fixture(autouse=True)
-def jp_asyncio_loop() -> Iterator[None]:
-    """No pytest-jupyter event loop: sync Playwright starts its own."""
-    yield
-
-
-@pytest.fixture(autouse=True)
-def jp_server_cleanup() -> Iterator[None]:
-    yield
 
 
 @pytest.fixture

@@ -17,22 +17,15 @@ import time
 import pytest
 
 from jupyter_lims_bridge import signing
-from tests.serverproc import jupyter_process
+from tests.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    jupyter_process,
+)
 
 OWNER = "alice"
 CONTENT = os.urandom(4 * 1024 * 1024)
 SHA = hashlib.sha256(CONTENT).hexdigest()
-
-
-@pytest.fixture(autouse=True)
-def jp_asyncio_loop():
-    """No pytest-jupyter event loop: this module talks to subprocesses only."""
-    yield
-
-
-@pytest.fixture(autouse=True)
-def jp_server_cleanup():
-    yield
 
 
 def open_entry(server, private_key, url: str) -> dict:

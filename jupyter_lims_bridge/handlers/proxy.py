@@ -374,23 +374,18 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         started = settings.session_started(
             self._port, path, self.proxy_via, upstream_headers.get("Sec-WebSocket-Protocol")
         )
+        answer = proxy.format_head(f"HTTP/1.1 101 {start.reason or 'Switching Protocols'}", headers)
         tunnel = Tunnel(
             client,
             backend,
+            answer,
             max_message_size=settings.websocket_max_message_size,
             on_activity=lambda: settings.touch_activity(self.settings),
         )
         try:
-            client.write(proxy.format_head(f"HTTP/1.1 101 {start.reason or 'Switching Protocols'}",
-                                           headers))
-            await tunnel.run()
-        except StreamClosedError:
-            client.close()
-            backend.close()
+            await tunnel.run()  # closes both ends, whatever happens
         except Exception:  # the handler is detached: no error page can go out, only a log line
             self.log.exception("lims-bridge: proxy: websocket tunnel to port %s failed", self._port)
-            client.close()
-            backend.close()
         finally:
             settings.session_ended(self._port, path, self.proxy_via, started, tunnel.messages,
                                    tunnel.close_code)
