@@ -76,7 +76,10 @@ export function listStaging(settings: ServerConnection.ISettings): Promise<IStag
 }
 
 /** `GET lims/api/staging/<id>`. */
-export function getStagingJob(settings: ServerConnection.ISettings, id: string): Promise<IStagingJob> {
+export function getStagingJob(
+  settings: ServerConnection.ISettings,
+  id: string
+): Promise<IStagingJob> {
   return requestAPI<IStagingJob>(settings, fillUrl(URLS.stagingJob, { job_id: id }));
 }
 
@@ -97,7 +100,11 @@ export function proxyUrl(settings: ServerConnection.ISettings, port: number): st
 }
 
 /** A ready-to-paste curl line for `port`; without a token, for proxy mode `open`. */
-export function curlLine(settings: ServerConnection.ISettings, port: number, token?: string): string {
+export function curlLine(
+  settings: ServerConnection.ISettings,
+  port: number,
+  token?: string
+): string {
   const url = proxyUrl(settings, port);
   return token === undefined
     ? `curl '${url}'`

@@ -2,18 +2,15 @@
  * jupyter-lims-bridge's JupyterLab plugins: the "LIMS" sidebar panel and the
  * notebook toolbar link back to the ELN.
  */
-import {
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
 import { LimsModel } from './model';
 import { PLUGIN_NAMESPACE } from './tokens';
 import { ElnLinkExtension } from './widgets/elnlink';
-import { DEFAULT_SETTINGS, IPanelSettings, LimsPanel } from './widgets/panel';
+import { LimsPanel } from './widgets/panel';
+import { DEFAULT_SETTINGS, IPanelSettings } from './widgets/settings';
 
 namespace CommandIDs {
   export const showPanel = 'lims-bridge:show-panel';
@@ -49,7 +46,9 @@ const panelPlugin: JupyterFrontEndPlugin<void> = {
         .then(loaded => {
           const read = () => {
             settings = {
-              refreshInterval: Number(loaded.get('refreshInterval').composite ?? DEFAULT_SETTINGS.refreshInterval),
+              refreshInterval: Number(
+                loaded.get('refreshInterval').composite ?? DEFAULT_SETTINGS.refreshInterval
+              ),
               defaultTokenExpiry: Number(
                 loaded.get('defaultTokenExpiry').composite ?? DEFAULT_SETTINGS.defaultTokenExpiry
               )

@@ -98,7 +98,7 @@ export class LimsModel implements IDisposable {
 
   /** Set the proxy mode; resolves to an error message, or null on success. */
   async setProxyMode(mode: ProxyMode): Promise<string | null> {
-    try {
+    return this._act(async () => {
       const reply = await api.setProxyMode(this.settings, mode);
       if (this._tokens.value) {
         this._tokens = { ...this._tokens, value: { ...this._tokens.value, mode: reply.mode } };
@@ -106,24 +106,16 @@ export class LimsModel implements IDisposable {
       if (this._status) {
         this._status = { ...this._status, proxy: { ...this._status.proxy, mode: reply.mode } };
       }
-      this._emit();
-      return null;
-    } catch (error) {
-      return errorMessage(error);
-    }
+    });
   }
 
   /** Create a token; it is kept (with its secret) as `newToken`. */
   async createToken(request: ITokenRequest): Promise<string | null> {
-    try {
+    return this._act(async () => {
       this._newToken = await api.createToken(this.settings, request);
-      this._emit();
+      this._emit(); // the secret shows at once, before the list reloads
       await this._loadTokens();
-      this._emit();
-      return null;
-    } catch (error) {
-      return errorMessage(error);
-    }
+    });
   }
 
   dismissNewToken(): void {
@@ -132,28 +124,20 @@ export class LimsModel implements IDisposable {
   }
 
   async revokeToken(id: string): Promise<string | null> {
-    try {
+    return this._act(async () => {
       await api.revokeToken(this.settings, id);
       if (this._newToken?.id === id) {
         this._newToken = null;
       }
       await this._loadTokens();
-      this._emit();
-      return null;
-    } catch (error) {
-      return errorMessage(error);
-    }
+    });
   }
 
   async retryStagingJob(id: string): Promise<string | null> {
-    try {
+    return this._act(async () => {
       await api.retryStagingJob(this.settings, id);
       await this._loadStaging();
-      this._emit();
-      return null;
-    } catch (error) {
-      return errorMessage(error);
-    }
+    });
   }
 
   dispose(): void {
@@ -206,7 +190,11 @@ export class LimsModel implements IDisposable {
 
   private async _loadTokens(): Promise<void> {
     try {
-      this._tokens = { value: await api.listTokens(this.settings), error: null, unavailable: false };
+      this._tokens = {
+        value: await api.listTokens(this.settings),
+        error: null,
+        unavailable: false
+      };
     } catch (error) {
       this._tokens = Private.failed(this._tokens, error);
     }
@@ -219,6 +207,17 @@ export class LimsModel implements IDisposable {
     } catch (error) {
       this._staging = Private.failed(this._staging, error);
     }
+  }
+
+  /** Run a user action: null when it succeeded (the view is told), else the message to show. */
+  private async _act(action: () => Promise<void>): Promise<string | null> {
+    try {
+      await action();
+    } catch (error) {
+      return errorMessage(error);
+    }
+    this._emit();
+    return null;
   }
 
   private _emit(): void {

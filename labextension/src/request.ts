@@ -44,7 +44,7 @@ export async function requestAPI<T>(
     throw new ServerConnection.NetworkError(error as TypeError);
   }
   const text = await response.text();
-  let data: any = null;
+  let data: unknown = null;
   if (text.length > 0) {
     try {
       data = JSON.parse(text);
@@ -53,11 +53,13 @@ export async function requestAPI<T>(
     }
   }
   if (!response.ok) {
+    // the server's error shape is {"message", "reason"}; anything else says only its status
+    const body = (data ?? {}) as { message?: unknown; reason?: unknown };
     const message =
-      data && typeof data.message === 'string' && data.message
-        ? data.message
+      typeof body.message === 'string' && body.message
+        ? body.message
         : `${response.status} ${response.statusText || 'error'}`;
-    const reason = data && typeof data.reason === 'string' ? data.reason : null;
+    const reason = typeof body.reason === 'string' ? body.reason : null;
     throw new LimsRequestError(response, message, reason);
   }
   return data as T;

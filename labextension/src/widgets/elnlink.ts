@@ -9,7 +9,7 @@ import { IDisposable } from '@lumino/disposable';
 import { Widget } from '@lumino/widgets';
 
 import { INotebookProvenance, NOTEBOOK_METADATA_KEY } from '../tokens';
-import { safeUrl } from './panel';
+import { safeUrl } from '../format';
 
 export class ElnLink extends Widget {
   constructor(context: DocumentRegistry.IContext<INotebookModel>) {
@@ -39,7 +39,8 @@ export class ElnLink extends Widget {
   }
 
   private _update(): void {
-    const provenance = this._model.getMetadata(NOTEBOOK_METADATA_KEY) as INotebookProvenance | undefined;
+    const provenance = this._model.getMetadata(NOTEBOOK_METADATA_KEY) as
+      INotebookProvenance | undefined;
     const entity = provenance?.entity;
     const url = safeUrl(entity?.url);
     if (!entity || !url) {
@@ -58,7 +59,10 @@ export class ElnLink extends Widget {
 }
 
 /** Adds an `ElnLink` to every notebook's toolbar. */
-export class ElnLinkExtension implements DocumentRegistry.IWidgetExtension<NotebookPanel, INotebookModel> {
+export class ElnLinkExtension implements DocumentRegistry.IWidgetExtension<
+  NotebookPanel,
+  INotebookModel
+> {
   createNew(panel: NotebookPanel, context: DocumentRegistry.IContext<INotebookModel>): IDisposable {
     const link = new ElnLink(context);
     panel.toolbar.insertItem(10, 'limsElnLink', link);
