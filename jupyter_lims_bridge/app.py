@@ -15,8 +15,10 @@ import json
 import os
 import re
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
+from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp, ExtensionAppJinjaMixin
 from traitlets import (
@@ -34,13 +36,13 @@ from traitlets import (
 )
 
 from ._version import __version__
-from .claims import KeySet, OpenTokenVerifier, ReplayStore
+from .claims import ReplayStore, build_verifier
 from .events import register_event_schemas
+from .handlers import default_handlers
 from .opener import Opener
 from .proxy import ProxySettings
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
 from .recent import RecentOpens
-from .routes import route_table
 from .staging import DataStager
 from .workspace import Workspace
 
@@ -89,6 +91,28 @@ def _login_cookie_names(serverapp: Any) -> list[str]:
     """A login cookie name the operator configured (the usual ones are known to proxy.py)."""
     name = getattr(getattr(serverapp, "identity_provider", None), "cookie_name", "")
     return [name] if name else []
+
+
+def configured_bridge(overrides: Iterable[str] = ()) -> LimsBridge:
+    """The bridge's options as a server here would have them, for the command line.
+
+    The same order as the server: defaults, then ``LIMS_BRIDGE_*`` variables, then
+    the Jupyter config files (``jupyter_server_config.*`` in every config
+    directory), then ``overrides`` (``LimsBridge.NAME=VALUE``). Builds no services.
+    """
+
+    class _ConfigLoader(JupyterApp):
+        name = "jupyter-lims-bridge"
+
+        @property
+        def config_file_name(self) -> str:  # type: ignore[override]
+            return "jupyter_server_config"
+
+    loader = _ConfigLoader()
+    loader.initialize([o if o.startswith("--") else f"--{o}" for o in overrides])
+    bridge = LimsBridge()
+    bridge.update_config(loader.config)
+    return bridge
 
 
 class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
@@ -335,21 +359,14 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
                 "lims-bridge: HS256 open tokens are enabled by hmac_secret. Anyone who can "
                 "read that secret can forge links for this server: it must be per user."
             )
-        keys = KeySet(self.public_keys, self.jwks_url, self.hmac_secret)
-        if not keys.configured:
+        self.verifier = build_verifier(
+            self, owner=self.owner, replay=ReplayStore(state / "used_jti.json", leeway=self.leeway)
+        )
+        if not self.verifier.keys.configured:
             self.log.warning(
                 "lims-bridge: no public_keys, jwks_url or hmac_secret configured; "
                 "every open token will be refused."
             )
-        self.verifier = OpenTokenVerifier(
-            keys=keys,
-            owner=self.owner,
-            audience=self.audience,
-            issuers=self.issuers,
-            max_token_lifetime=self.max_token_lifetime,
-            leeway=self.leeway,
-            replay=ReplayStore(state / "used_jti.json", leeway=self.leeway),
-        )
         root_dir = Path(self.serverapp.root_dir).expanduser()
         self.workspace = Workspace(
             root_dir=root_dir,
@@ -394,7 +411,6 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             jupyter_cookies=_login_cookie_names(self.serverapp),
         )
         self._add_frame_ancestors()
-        self.settings["lims_bridge"] = self
 
     def set_proxy_mode(self, mode: str) -> None:
         """The owner's run-time choice of ``proxy_mode``, kept across restarts
@@ -421,7 +437,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.settings["headers"] = headers
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(route_table())
+        self.handlers.extend(default_handlers)
 
     async def stop_extension(self) -> None:
         stager = getattr(self, "stager", None)

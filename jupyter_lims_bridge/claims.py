@@ -412,6 +412,25 @@ class OpenTokenVerifier:
 # LIMS claims
 
 
+def build_verifier(
+    options: Any, *, owner: str, replay: ReplayStore | None = None
+) -> OpenTokenVerifier:
+    """The verifier for ``options``: anything with the key and claim options of
+    DESIGN (``public_keys``, ``jwks_url``, ``hmac_secret``, ``audience``,
+    ``issuers``, ``max_token_lifetime``, ``leeway``) as attributes. The server
+    extension, ``jupyter lims-bridge verify`` and the hub side build theirs here,
+    so a token is judged the same way everywhere."""
+    return OpenTokenVerifier(
+        keys=KeySet(options.public_keys, options.jwks_url, options.hmac_secret),
+        owner=owner,
+        audience=options.audience,
+        issuers=options.issuers,
+        max_token_lifetime=options.max_token_lifetime,
+        leeway=options.leeway,
+        replay=replay,
+    )
+
+
 def _bad(message: str) -> LimsError:
     return LimsError("bad_claims", message)
 

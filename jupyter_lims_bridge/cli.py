@@ -21,15 +21,17 @@ from typing import Any
 
 import jwt
 
-from . import signing
+from . import cli_tokens, demo, signing
 from ._version import __version__
+from .app import configured_bridge
+from .claims import ReplayStore, build_verifier
 from .errors import LimsError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    run = getattr(args, "run", None) or _module_runner(args.command)
+    run = getattr(args, "run", None)
     if run is None:
         parser.print_help()
         return 2
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keygen(sub)
     _add_sign(sub)
     _add_verify(sub)
-    _add_optional(sub)
+    cli_tokens.add_parser(sub)
+    demo.add_parser(sub)
     return parser
 
 
@@ -237,26 +240,6 @@ def _add_verify(sub: Any) -> None:
     p.set_defaults(run=_verify)
 
 
-def load_bridge_config(overrides: list[str] = ()) -> Any:  # type: ignore[assignment]
-    """A LimsBridge configured as a server here would be: config files, environment, overrides."""
-    from jupyter_core.application import JupyterApp
-
-    from .app import LimsBridge
-
-    class _ConfigLoader(JupyterApp):
-        name = "jupyter-lims-bridge"
-
-        @property
-        def config_file_name(self) -> str:  # type: ignore[override]
-            return "jupyter_server_config"
-
-    loader = _ConfigLoader()
-    loader.initialize([f"--{o}" if not o.startswith("--") else o for o in overrides])
-    bridge = LimsBridge()
-    bridge.update_config(loader.config)
-    return bridge
-
-
 def _token_from(text: str) -> str:
     if text == "-":
         text = sys.stdin.read()
@@ -269,20 +252,12 @@ def _token_from(text: str) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .claims import KeySet, OpenTokenVerifier, ReplayStore
-
-    bridge = load_bridge_config(args.config)
-    owner = args.owner or bridge.owner
+    bridge = configured_bridge(args.config)
     token = _token_from(args.token)
-    keys = KeySet(bridge.public_keys, bridge.jwks_url, bridge.hmac_secret)
     replay_path = Path(bridge.state_dir) / "used_jti.json"
-    verifier = OpenTokenVerifier(
-        keys=keys,
-        owner=owner,
-        audience=bridge.audience,
-        issuers=bridge.issuers,
-        max_token_lifetime=bridge.max_token_lifetime,
-        leeway=bridge.leeway,
+    verifier = build_verifier(
+        bridge,
+        owner=args.owner or bridge.owner,
         replay=ReplayStore(replay_path, leeway=bridge.leeway) if replay_path.exists() else None,
     )
     report = explain(token, verifier)
@@ -346,36 +321,6 @@ def explain(token: str, verifier: Any) -> Explanation:
         report.error = e
         step((False, f"{e.reason}: {e.message}"))
     return report
-
-
-# ---------------------------------------------------------------------------
-# subcommands that live in their own modules
-
-
-def _module_runner(command: str | None) -> Any:
-    """``run`` of a subcommand module (``tokens``, ``demo``) that did not set a default."""
-    modules = {"tokens": "cli_tokens", "demo": "demo"}
-    if command not in modules:
-        return None
-    import importlib
-
-    return getattr(importlib.import_module(f".{modules[command]}", __package__), "run", None)
-
-
-def _add_optional(sub: Any) -> None:
-    try:
-        from . import cli_tokens
-    except ImportError:
-        pass
-    else:
-        cli_tokens.add_parser(sub)
-    try:
-        from . import demo
-    except ImportError:
-        pass
-    else:
-        if hasattr(demo, "add_parser"):
-            demo.add_parser(sub)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from traitlets import TraitError
+
+from .app import LimsBridge, configured_bridge, parse_ports
 from .errors import LimsError
 from .proxy_tokens import FILE_NAME, ProxyTokenStore
 
@@ -51,66 +53,35 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def state_dir(explicit: str | None = None) -> Path:
+def state_dir(explicit: str | None = None, bridge: LimsBridge | None = None) -> Path:
     """Where the server keeps its state, found the way the server finds it."""
     if explicit:
         return Path(explicit).expanduser()
-    # as the server: its config files, then the LIMS_BRIDGE_* variable, then the default
-    configured = _configured("state_dir")
-    if isinstance(configured, str) and configured:
-        return Path(configured).expanduser()
-    env = os.environ.get("LIMS_BRIDGE_STATE_DIR")
-    if env:
-        return Path(env).expanduser()
-    from jupyter_core.paths import jupyter_data_dir
-
-    return Path(jupyter_data_dir()) / "lims_bridge"
+    return Path((bridge or _configured()).state_dir).expanduser()
 
 
-def allowed_ports() -> frozenset[int]:
+def allowed_ports(bridge: LimsBridge | None = None) -> frozenset[int]:
     """The server's ``allowed_ports``, found the way the server finds them, so a
     token is not scoped to a port the proxy would refuse anyway."""
-    from .app import LimsBridge, _from_environment, parse_ports
+    return parse_ports((bridge or _configured()).allowed_ports)
 
-    spec = _configured("allowed_ports")
-    env = os.environ.get("LIMS_BRIDGE_ALLOWED_PORTS")
-    if spec is None and env:
-        spec = _from_environment(LimsBridge.class_traits()["allowed_ports"], env)
+
+def _configured() -> LimsBridge:
     try:
-        return parse_ports(list(spec) if isinstance(spec, (list, tuple)) else [])
-    except Exception as e:  # noqa: BLE001 - a bad value is the server's to report
-        raise LimsError("bad_request", f"allowed_ports is not valid: {e}") from None
-
-
-def _configured(name: str) -> object:
-    """``LimsBridge.<name>`` from the Jupyter config files, as the server reads them."""
-    from jupyter_core.paths import jupyter_config_path
-    from traitlets.config.loader import ConfigFileNotFound, JSONFileConfigLoader, PyFileConfigLoader
-
-    found = None
-    # later (lower-priority) directories first, so the first path wins as in Jupyter
-    for directory in reversed(jupyter_config_path()):
-        for loader_class, file_name in (
-            (JSONFileConfigLoader, "jupyter_server_config.json"),
-            (PyFileConfigLoader, "jupyter_server_config.py"),
-        ):
-            try:
-                config = loader_class(file_name, path=directory).load_config()
-            except ConfigFileNotFound:
-                continue
-            except Exception:  # noqa: BLE001 - a broken config file is the server's to report
-                continue
-            value = config.get("LimsBridge", {}).get(name)
-            if value is not None:
-                found = value
-    return found
+        return configured_bridge()
+    except TraitError as e:
+        raise LimsError("bad_request", f"the server's configuration is not valid: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     action = getattr(args, "tokens_action", None) or "list"
-    store = ProxyTokenStore(state_dir(getattr(args, "state_dir", None)) / FILE_NAME)
     as_json = getattr(args, "json", False)
+    explicit = getattr(args, "state_dir", None)
+    scoped = action == "create" and bool(args.ports)
     try:
+        # the server's configuration is read once, and only when it is needed
+        bridge = _configured() if scoped or not explicit else None
+        store = ProxyTokenStore(state_dir(explicit, bridge) / FILE_NAME)
         if action == "list":
             tokens = store.list()
             if as_json:
@@ -126,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                     )
         elif action == "create":
             created = store.create(args.name, args.ports, args.expires_in,
-                                   allowed_ports=allowed_ports() if args.ports else None)
+                                   allowed_ports=allowed_ports(bridge) if scoped else None)
             if as_json:
                 print(json.dumps(created, indent=2))
             else:

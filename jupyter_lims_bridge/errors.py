@@ -11,7 +11,6 @@ This module must not import tornado handlers: handlers translate a
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 #: reason -> (HTTP status, default message). The reasons and statuses are part of
@@ -75,10 +74,6 @@ class LimsError(Exception):
     def to_json(self) -> dict[str, Any]:
         """The JSON body of an error response: ``{"message", "reason", ...details}``."""
         return {**self.details, "message": self.message, "reason": self.reason}
-
-    @property
-    def status_phrase(self) -> str:
-        return HTTPStatus(self.status).phrase
 
     def __repr__(self) -> str:
         return f"LimsError({self.reason!r}, {self.message!r})"

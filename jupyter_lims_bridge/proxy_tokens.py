@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Iterable
@@ -340,7 +339,3 @@ class AttemptLimiter:
         times = self._failures.setdefault(client, [])
         times.append(time.monotonic())
         del times[: -self.max_failures]
-
-
-def default_path(state_dir: str | os.PathLike[str]) -> Path:
-    return Path(state_dir) / FILE_NAME

@@ -29,6 +29,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from .urls import url_for
+
 DEFAULT_AUDIENCE = "jupyter-lims-bridge"
 DEFAULT_LIFETIME = 300
 
@@ -125,7 +127,7 @@ def deep_link(server_url: str, token: str) -> str:
     (``https://hub.example.org/hub/user-redirect/``), which sends each user to
     their own server, or one server's base URL (``http://127.0.0.1:8888/``).
     """
-    return server_url.rstrip("/") + "/lims/open?" + urlencode({"lims_token": token})
+    return url_for("open_page", server_url) + "?" + urlencode({"lims_token": token})
 
 
 def make_deep_link(server_url: str, key: Any, *, kid: str | None = None, **claim_args: Any) -> str:
@@ -135,4 +137,4 @@ def make_deep_link(server_url: str, key: Any, *, kid: str | None = None, **claim
 
 def api_open_url(server_url: str) -> str:
     """The server-to-server endpoint: POST here with header ``X-Lims-Token``."""
-    return server_url.rstrip("/") + "/lims/api/open"
+    return url_for("open_api", server_url)

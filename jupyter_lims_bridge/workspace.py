@@ -302,6 +302,3 @@ class Workspace:
                 if await ensure_async(cm.file_exists(sub)):
                     raise LimsError("path_not_allowed", f"{sub!r} is a file, not a folder.")
                 await ensure_async(cm.save({"type": "directory"}, sub))
-
-    async def ensure_directory(self, folder_api_path: str) -> None:
-        await self._ensure_directories(folder_api_path)

@@ -1,9 +1,10 @@
 """The panel's URLs (labextension/src/tokens.ts) and the server's route table agree.
 
-Given the server's ``PATTERNS`` and the ``URLS`` object of ``tokens.ts``,
-when each pattern is turned into a template (``(?P<name>…)`` -> ``{name}``,
-the proxied path dropped), then both sides name the same routes with the same
-URLs, and the labextension, its package.json and the Python package share one version.
+Given the server's URL templates (``urls.py``) and the ``URLS`` object of
+``tokens.ts``, then both sides name the same routes with the same URLs (the
+proxied path written as its leading slash), the tornado patterns match the URLs
+``url_for`` builds, and the labextension, its package.json and the Python
+package share one version.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from pathlib import Path
 
 from jupyter_lims_bridge import __version__
-from jupyter_lims_bridge.routes import NAMESPACE, PATTERNS
+from jupyter_lims_bridge.urls import NAMESPACE, PATTERNS, TEMPLATES, url_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS_TS = ROOT / "labextension" / "src" / "tokens.ts"
@@ -24,12 +25,9 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _template(pattern: str) -> str:
-    """``lims/proxy/(?P<port>\\d+)(?P<proxied_path>/.*)?`` -> ``lims/proxy/{port}/``."""
-    template = re.sub(r"\(\?P<proxied_path>[^)]*\)\?", "/", pattern)
-    template = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", template)
-    assert not re.search(r"[()\\?*+\[\]]", template), f"untranslated regex in {pattern!r}"
-    return template
+def _panel_template(name: str) -> str:
+    """``proxy/{port}{proxied_path}`` -> ``lims/proxy/{port}/``, as the panel spells it."""
+    return f"{NAMESPACE}/" + TEMPLATES[name].replace("{proxied_path}", "/")
 
 
 def _ts_object(name: str) -> dict[str, str]:
@@ -47,7 +45,7 @@ def _ts_const(name: str) -> str:
 
 def test_every_server_route_is_in_tokens_ts_with_the_same_url():
     # Given the server's route table and the panel's URLS
-    server = {_camel(name): _template(pattern) for name, pattern in PATTERNS.items()}
+    server = {_camel(name): _panel_template(name) for name in TEMPLATES}
     panel = _ts_object("URLS")
     # Then both name the same routes with the same URLs
     assert panel == server
@@ -64,6 +62,17 @@ def test_labextension_version_matches_the_python_package():
     assert _ts_const("LABEXTENSION_VERSION") == __version__
 
 
-def test_the_template_of_a_pattern():
-    assert _template(PATTERNS["proxy"]) == "lims/proxy/{port}/"
-    assert _template(PATTERNS["token"]) == "lims/api/tokens/{token_id}"
+def test_each_pattern_matches_the_url_built_for_it():
+    params = {"job_id": "j-1", "token_id": "t_2", "port": 8050, "proxied_path": "/a/b"}
+    for name, pattern in PATTERNS.items():
+        wanted = {k: v for k, v in params.items() if "{" + k + "}" in TEMPLATES[name]}
+        url = url_for(name, "/a%40b/", **wanted)
+        assert url.startswith("/a%40b/lims/")
+        match = re.fullmatch(pattern, url[len("/a%40b/") :])
+        assert match, (name, url)
+        assert {k: str(v) for k, v in wanted.items()} == match.groupdict()
+
+
+def test_a_proxy_url_may_leave_out_the_path():
+    assert re.fullmatch(PATTERNS["proxy"], "lims/proxy/8050")
+    assert not re.fullmatch(PATTERNS["proxy"], "lims/proxy/absolute/8050/")

@@ -36,7 +36,8 @@ class BridgeMixin:
 
     @property
     def bridge(self) -> LimsBridge:
-        return self.settings["lims_bridge"]
+        # jupyter_server keeps each extension app in the settings under its name
+        return self.extensionapp  # type: ignore[attr-defined]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, LimsError):

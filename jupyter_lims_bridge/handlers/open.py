@@ -12,6 +12,7 @@ from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
 from ..errors import LimsError
+from ..urls import url_for
 from .base import AUTH_RESOURCE_OPEN, LimsAPIHandler, LimsPageHandler
 
 TOKEN_HEADER = "X-Lims-Token"
@@ -37,8 +38,8 @@ class OpenPageHandler(LimsPageHandler):
                 "lims_launch.html",
                 entity=request.entity,
                 lims_token=token,
-                api_url=self.base_url.rstrip("/") + "/lims/api/open",
-                staging_url=self.base_url.rstrip("/") + "/lims/api/staging",
+                api_url=url_for("open_api", self.base_url),
+                staging_url=url_for("staging", self.base_url),
                 replay_url=opener.notebook_url(replayed_path) if replayed_path else None,
                 wait_for_data=self.bridge.wait_for_data,
                 xsrf=self.xsrf_token.decode("ascii"),

@@ -30,7 +30,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httputil, web
 from tornado.iostream import StreamClosedError
 
-from .. import proxy
+from .. import proxy, urls
 from ..errors import LimsError
 from ..tunnel import Tunnel
 from .base import AUTH_RESOURCE_PROXY, BridgeMixin
@@ -71,8 +71,8 @@ class _ProxyAuthMixin(BridgeMixin):
         return
 
     def proxy_prefix(self, port_text: str) -> str:
-        kind = "proxy/absolute/" if self.absolute else "proxy/"
-        return f"{self.base_url}lims/{kind}{port_text}"
+        return urls.url_for("proxy_absolute" if self.absolute else "proxy", self.base_url,
+                            port=port_text)
 
     async def authorize_proxy(self, port_text: str) -> int:
         """The port to reach, or a :class:`LimsError`; sets ``proxy_via``."""
@@ -431,7 +431,3 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
 class AbsoluteProxyHandler(ProxyHandler):
     absolute = True
 
-
-def proxy_routes(absolute_pattern: str, pattern: str) -> list[tuple[str, Any]]:
-    """The proxy's routes; the absolute one first, since ``pattern`` would match it too."""
-    return [(absolute_pattern, AbsoluteProxyHandler), (pattern, ProxyHandler)]

@@ -11,6 +11,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from ..errors import LimsError
+from ..urls import url_for
 from .base import AUTH_RESOURCE_PROXY, AUTH_RESOURCE_TOKENS, LimsAPIHandler
 
 
@@ -39,7 +40,7 @@ class TokensHandler(LimsAPIHandler):
             body.get("expiresIn"),
             allowed_ports=self.bridge.port_proxy.ports,
         )
-        self.set_header("Location", f"{self.base_url}lims/api/tokens/{created['id']}")
+        self.set_header("Location", url_for("token", self.base_url, token_id=created["id"]))
         self.write_json(created, status=201)
 
 

@@ -2,7 +2,7 @@
  * The panel's one copy of the server's URL namespace and response shapes.
  *
  * URLs are relative to the server's base URL, exactly as the server's route
- * table declares them (`jupyter_lims_bridge/routes.py`, `PATTERNS`);
+ * table declares them (`jupyter_lims_bridge/urls.py`, `TEMPLATES`);
  * `tests/test_routes_agree.py` checks that the two agree. `{name}` marks a
  * path parameter. Nothing else in the extension spells a server URL.
  */
