@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import threading
 import time
 
@@ -271,6 +272,8 @@ class JWKSServer:
 
     def __init__(self) -> None:
         self.keys: list[dict] = []
+        #: when set, answered instead of ``{"keys": keys}`` (a broken endpoint)
+        self.body: bytes | None = None
         self.requests = 0
         sockets = netutil.bind_sockets(0, "127.0.0.1")
         self.port = sockets[0].getsockname()[1]
@@ -283,7 +286,11 @@ class JWKSServer:
             class Handler(web.RequestHandler):
                 def get(self) -> None:
                     outer.requests += 1
-                    self.write({"keys": outer.keys})
+                    if outer.body is not None:
+                        self.set_header("Content-Type", "application/json")
+                        self.write(outer.body)
+                    else:
+                        self.write({"keys": outer.keys})
 
             server = httpserver.HTTPServer(web.Application([(r"/jwks", Handler)]))
             server.add_sockets(sockets)
@@ -345,6 +352,69 @@ def test_jwks_unreachable_is_token_invalid():
     key = ed25519.Ed25519PrivateKey.generate()
     verifier = make_verifier(jwks_url=url)
     assert refusal(verifier, signing.sign_claims(claims(), key, kid="k")).reason == "token_invalid"
+
+
+#: What a broken JWKS endpoint has been seen to answer.
+BROKEN_JWKS = {
+    "html": b"<html><body>502 Bad Gateway</body></html>",
+    "truncated": b'{"keys": [{"kty": "OKP", ',
+    "not_an_object": b"[1, 2, 3]",
+    "keys_not_a_list": b'{"keys": "none"}',
+    "no_keys": b'{"keys": []}',
+    "unusable_key": b'{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "!!", "kid": "k"}]}',
+    "unknown_kty": b'{"keys": [{"kty": "XYZ", "kid": "k"}]}',
+}
+
+
+@pytest.mark.parametrize("answer", BROKEN_JWKS.values(), ids=BROKEN_JWKS.keys())
+def test_broken_jwks_is_a_warning_and_a_pem_key_still_verifies(jwks_server, ed_key, answer, caplog):
+    # Given a verifier with a PEM key and a JWKS endpoint answering garbage
+    jwks_server.body = answer
+    verifier = make_verifier(ed_key, jwks_url=jwks_server.url)
+    caplog.set_level(logging.DEBUG)
+    # When a token signed by the PEM key comes (with a kid, as JWKS users send)
+    token = signing.sign_claims(claims(), ed_key, kid="k")
+    # Then it is accepted, and the JWKS was not even asked
+    assert verify(verifier, token).sub == "alice"
+    assert jwks_server.requests == 0
+    # When a token that only the JWKS could verify comes
+    stranger = ed25519.Ed25519PrivateKey.generate()
+    for kid in ("k", None):
+        other = signing.sign_claims(claims(), stranger, kid=kid)
+        # Then it is refused with our error (not a JSON or key error), and a
+        # warning says the lookup failed, without the token or the URL
+        assert refusal(verifier, other).reason == "token_invalid"
+        logged = caplog.text
+        assert "JWKS lookup failed" in logged
+        assert other not in logged and other.split(".")[1] not in logged
+        ours = [r.getMessage() for r in caplog.records if r.name.startswith("jupyter_lims_bridge")]
+        assert not any("/jwks" in line for line in ours)
+    assert jwks_server.requests >= 1
+
+
+def test_pem_key_verifies_without_the_jwks_even_when_it_is_unreachable(ed_key):
+    # Given a JWKS URL nothing listens on, and a PEM key
+    port = netutil.bind_sockets(0, "127.0.0.1")[0]
+    url = f"http://127.0.0.1:{port.getsockname()[1]}/jwks"
+    port.close()
+    verifier = make_verifier(ed_key, jwks_url=url)
+    # Then a token of the PEM key verifies
+    assert verify(verifier, signing.sign_claims(claims(), ed_key)).sub == "alice"
+
+
+def test_verify_raises_only_lims_errors(ed_key, monkeypatch):
+    # Given a key set whose lookup fails in a way nobody foresaw
+    verifier = make_verifier(ed_key)
+    token = signing.sign_claims(claims(), ed_key)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(jwt, "decode", boom)
+    # Then verify and verify_signature raise LimsError, not RuntimeError
+    assert refusal(verifier, token).reason == "token_invalid"
+    with pytest.raises(LimsError):
+        asyncio.run(verifier.verify_signature(token))
 
 
 # -- replay store ---------------------------------------------------------------

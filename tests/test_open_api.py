@@ -180,6 +180,66 @@ async def test_the_token_never_appears_in_logs_or_responses(open_api, sign, jp_f
             assert signature not in response.body.decode()
 
 
+@pytest.fixture
+def broken_jwks(bridge_config):
+    """A JWKS endpoint on 127.0.0.1 that answers an HTML error page, configured as jwks_url."""
+    from .test_claims import JWKSServer
+
+    server = JWKSServer()
+    server.body = b"<html>502 Bad Gateway</html>"
+    bridge_config["jwks_url"] = server.url
+    yield server
+    server.stop()
+
+
+async def test_a_broken_jwks_neither_fails_opens_nor_logs_tokens(
+    broken_jwks, open_api, sign, jp_fetch, captured_logs
+):
+    # Given a server with a PEM key and a JWKS URL whose endpoint answers garbage
+    # When the LIMS opens with a token of the PEM key (with a kid, as JWKS users do)
+    good = sign(headers={"kid": "k1"})
+    response = await open_api(good)
+    # Then the open succeeds: the PEM key is tried first
+    assert response.code == 201
+    # When a token that only the JWKS could verify arrives, by API and by deep link
+    stranger = sign(key=ed25519.Ed25519PrivateKey.generate(), headers={"kid": "k2"})
+    refused = await open_api(stranger)
+    page = await jp_fetch("lims", "open", params={"lims_token": stranger}, raise_error=False)
+    # Then both are refused as invalid tokens, not 500s
+    assert (refused.code, body(refused)["reason"]) == (401, "token_invalid")
+    assert page.code == 401
+    # and the logs say the JWKS lookup failed, holding neither token nor its query
+    logged = captured_logs()
+    assert "JWKS lookup failed" in logged
+    for token in (good, stranger):
+        assert token.rsplit(".", 1)[1] not in logged
+    assert "lims_token=" not in logged.replace("lims_token=[secret]", "")
+
+
+async def test_an_unexpected_error_is_logged_with_its_path_but_not_its_query(
+    jp_fetch, open_api, sign, bridge, monkeypatch, captured_logs
+):
+    # Given an open that fails in a way nobody foresaw
+    async def broken(*args, **kwargs):
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(bridge.opener, "inspect", broken)
+    monkeypatch.setattr(bridge.opener, "open", broken)
+    token = sign()
+    # When a deep link and an API call hit it
+    page = await jp_fetch("lims", "open", params={"lims_token": token}, raise_error=False)
+    api = await open_api(token)
+    # Then both answer 500 without a traceback
+    assert (page.code, api.code) == (500, 500)
+    assert "Traceback" not in page.body.decode() and "Traceback" not in api.body.decode()
+    # and the log names the failing path, never the query that holds the token
+    logged = captured_logs()
+    assert "uncaught exception in GET" in logged and "/lims/open" in logged
+    assert "uncaught exception in POST" in logged
+    assert token.rsplit(".", 1)[1] not in logged
+    assert "lims_token=" not in logged.replace("lims_token=[secret]", "")
+
+
 # -- refusals: status, reason, and nothing written ----------------------------
 
 
