@@ -15,9 +15,7 @@ echoes a token, and the verifier raises nothing but :class:`LimsError`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -31,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .errors import LimsError
+from .statefile import read_json, update_private_json
 
 #: Asymmetric algorithms accepted by default, and the key types that may verify them.
 ASYMMETRIC_ALGORITHMS = {
@@ -226,70 +225,86 @@ class ReplayStore:
     restart does not make a used link usable again. Each entry also remembers
     the notebook the token opened, so a browser replaying its own link can be
     sent to the same notebook instead of being refused.
+
+    The file is the truth, not this object's memory: every change locks it,
+    re-reads it, checks and writes under the lock (:mod:`.statefile`), so servers
+    sharing a state directory accept a ``jti`` exactly once between them and
+    never drop each other's entries; reads pick up the other servers' changes.
     """
 
     def __init__(self, path: Path, leeway: int = 30) -> None:
         self.path = path
         self.leeway = leeway
         self._used: dict[str, dict[str, Any]] = {}
-        self._load()
+        self._seen: tuple[int, int, int] | None = None  # (inode, mtime, size) last read
+        self._refresh()
 
-    def _load(self) -> None:
+    def _refresh(self) -> None:
+        """Reload the file when another writer (or this one) changed it."""
         try:
-            data = json.loads(self.path.read_text())
+            st = self.path.stat()
         except FileNotFoundError:
+            self._used, self._seen = {}, None
             return
-        except (OSError, ValueError):
-            log.warning("lims-bridge: ignoring unreadable replay store %s", self.path)
-            return
-        if isinstance(data, dict):
-            self._used = {k: v for k, v in data.items() if isinstance(v, dict)}
-        self._forget_expired()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._seen:
+            self._used = self._valid(read_json(self.path, dict))
+            self._seen = stamp
 
-    def _forget_expired(self) -> None:
+    @staticmethod
+    def _valid(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+    def _forget_expired(self, used: dict[str, Any]) -> None:
         horizon = time.time() - self.leeway
-        self._used = {k: v for k, v in self._used.items() if v.get("exp", 0) >= horizon}
+        for jti in [k for k, v in used.items() if not isinstance(v, dict) or _exp(v) < horizon]:
+            del used[jti]
+
+    def _update(self, change: Any) -> None:
+        self._used = self._valid(update_private_json(self.path, change))
+        self._seen = None  # re-stat on the next read
 
     def get(self, jti: str) -> dict[str, Any] | None:
-        return self._used.get(jti)
+        self._refresh()
+        entry = self._used.get(jti)
+        if entry is None or _exp(entry) < time.time() - self.leeway:
+            return None
+        return entry
 
     def consume(self, jti: str, exp: int, **record: Any) -> bool:
-        """Mark ``jti`` used. Returns False if it already was (check and set in one step)."""
-        if jti in self._used:
-            return False
-        self._forget_expired()
-        self._used[jti] = {"exp": exp, **record}
-        self._save()
-        return True
+        """Mark ``jti`` used. Returns False if it already was (check and set in one
+        step, under the file's lock: exactly one of several servers wins)."""
+        won = False
+
+        def change(used: dict[str, Any]) -> bool:
+            nonlocal won
+            if isinstance(used.get(jti), dict):
+                return False
+            self._forget_expired(used)
+            used[jti] = {"exp": exp, **record}
+            won = True
+            return True
+
+        self._update(change)
+        return won
 
     def update(self, jti: str, **record: Any) -> None:
-        if jti in self._used:
-            self._used[jti].update(record)
-            self._save()
+        def change(used: dict[str, Any]) -> bool:
+            if not isinstance(used.get(jti), dict):
+                return False
+            used[jti].update(record)
+            return True
+
+        self._update(change)
 
     def release(self, jti: str) -> None:
         """Forget ``jti`` again: the open it was consumed for wrote nothing."""
-        if self._used.pop(jti, None) is not None:
-            self._save()
-
-    def _save(self) -> None:
-        write_private_json(self.path, self._used)
+        self._update(lambda used: used.pop(jti, None) is not None)
 
 
-def write_private_json(path: Path, data: Any) -> None:
-    """Write JSON atomically to a file only its owner can read (0600 from creation)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _exp(entry: dict[str, Any]) -> float:
+    exp = entry.get("exp", 0)
+    return exp if isinstance(exp, (int, float)) and not isinstance(exp, bool) else 0
 
 
 # ---------------------------------------------------------------------------

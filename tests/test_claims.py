@@ -435,6 +435,69 @@ def test_replay_store_survives_a_restart_and_forgets_expired_entries(tmp_path):
     assert restarted.get("old") is None
 
 
+RACE_ROUNDS = 150
+
+
+def _race_worker(path: str, name: str, barrier, wins) -> None:
+    """One server's replay store: consumes the shared jti of each round, and one of its own."""
+    from pathlib import Path as _Path
+
+    store = ReplayStore(_Path(path))  # loaded once at start, as a server does
+    exp = int(time.time()) + 600
+    won = []
+    for i in range(RACE_ROUNDS):
+        barrier.wait(10)
+        if store.consume(f"shared-{i}", exp, path=f"{name}.ipynb"):
+            won.append(i)
+        assert store.consume(f"{name}-{i}", exp)
+    wins.put((name, won))
+
+
+def test_two_servers_sharing_a_state_dir_accept_each_jti_once_and_lose_nothing(tmp_path):
+    # Given two server processes whose replay stores share one file
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    path = tmp_path / "state" / "used_jti.json"
+    barrier, wins = ctx.Barrier(2), ctx.Queue()
+    workers = [
+        ctx.Process(target=_race_worker, args=(str(path), name, barrier, wins)) for name in ("a", "b")
+    ]
+    # When both consume the same jti at the same moment, round after round
+    for w in workers:
+        w.start()
+    results = dict(wins.get(timeout=120) for _ in workers)
+    for w in workers:
+        w.join(30)
+        assert w.exitcode == 0
+    # Then each shared jti was accepted exactly once between them
+    assert sorted(results["a"] + results["b"]) == list(range(RACE_ROUNDS))
+    # and no entry of either was lost from the file
+    stored = ReplayStore(path)
+    for i in range(RACE_ROUNDS):
+        assert stored.get(f"a-{i}") and stored.get(f"b-{i}")
+        winner = "a" if i in results["a"] else "b"
+        assert stored.get(f"shared-{i}")["path"] == f"{winner}.ipynb"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_jti_used_by_another_server_is_seen_as_used(tmp_path):
+    # Given two stores on one file, both loaded before either consumed anything
+    path = tmp_path / "used_jti.json"
+    first, second = ReplayStore(path), ReplayStore(path)
+    exp = int(time.time()) + 300
+    # When the first server consumes a jti
+    assert first.consume("j", exp, path="lims/x.ipynb")
+    # Then the second sees it (for the launch page) and cannot consume it again
+    assert second.get("j")["path"] == "lims/x.ipynb"
+    assert not second.consume("j", exp)
+    # and releasing or updating on one never drops the other's entries
+    assert second.consume("k", exp)
+    first.update("j", path="lims/x-1.ipynb")
+    first.release("nothing")
+    assert ReplayStore(path).get("k") and ReplayStore(path).get("j")["path"] == "lims/x-1.ipynb"
+
+
 def test_private_key_pem_loading_accepts_text_and_files(tmp_path):
     private_pem, _ = signing.generate_key_pair()
     (tmp_path / "k.pem").write_bytes(private_pem)
