@@ -79,15 +79,21 @@ class LimsAPIHandler(BridgeMixin, ExtensionHandlerMixin, APIHandler):
 
     def get_json_object(self) -> dict[str, Any]:
         """The request body as a JSON object, or ``bad_request``."""
-        if not self.request.body:
-            return {}
-        try:
-            body = json.loads(self.request.body)
-        except ValueError:
-            raise LimsError("bad_request", "The request body is not valid JSON.") from None
-        if not isinstance(body, dict):
-            raise LimsError("bad_request", "The request body must be a JSON object.")
-        return body
+        return parse_json_object(self.request.body)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object; ``bad_request`` when it is not valid JSON, nested
+    too deeply for the parser (``RecursionError``), or not an object."""
+    if not body:
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise LimsError("bad_request", "The request body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise LimsError("bad_request", "The request body must be a JSON object.")
+    return value
 
 
 class LimsPageHandler(BridgeMixin, ExtensionHandlerJinjaMixin, ExtensionHandlerMixin, JupyterHandler):
