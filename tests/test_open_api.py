@@ -363,6 +363,8 @@ REFUSALS = [
     ("absolute", {"notebook": {"path": "/etc/x.ipynb"}}, 403, "path_not_allowed"),
     ("data name", {"data": [{**RAW, "name": "../x"}]}, 403, "path_not_allowed"),
     ("mount escape", {"data": [{**RAW, "path": "../../../etc"}]}, 403, "path_not_allowed"),
+    ("whole mount", {"data": [{**RAW, "path": ""}]}, 403, "path_not_allowed"),
+    ("whole mount, dot", {"data": [{**RAW, "path": "."}]}, 403, "path_not_allowed"),
     ("unknown mount", {"data": [{**RAW, "mount": "nope"}]}, 422, "unknown_mount"),
     ("missing data", {"data": [{**RAW, "path": "2026/none"}]}, 422, "data_missing"),
     ("url not allowed", {"data": [{"name": "f.csv", "url": "https://elsewhere.example/f.csv"}]}, 403, "url_not_allowed"),
