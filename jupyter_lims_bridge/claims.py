@@ -6,7 +6,8 @@ accepts it, and turns its claims into a typed :class:`OpenRequest`. It owns:
 - the verification keys (PEM public keys, a JWKS URL, or - only when the
   operator configured it - an HMAC secret) and which algorithm each key may use;
 - the checks of DESIGN.md, each mapped to a stable error reason;
-- the ``jti`` replay store, which survives a server restart.
+- the ``jti`` replay store, which survives a server restart and is shared
+  safely by servers on one state directory (through :mod:`.statefile`).
 
 It must not touch the workspace or know about HTTP handlers. It never logs or
 echoes a token, and the verifier raises nothing but :class:`LimsError`.
