@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all demo test test-server test-ui install labextension chromium chp bench bench-tools clean
+.PHONY: all demo test test-server test-ui test-floor install labextension chromium chp bench bench-tools clean
 
 all: test
 
@@ -61,6 +61,30 @@ demo: install labextension
 test: install labextension chp chromium
 	$(BIN)/python -m pytest tests --ignore=tests/ui $(PYTEST_ARGS)
 	$(BIN)/python -m pytest tests/ui $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-floor
+
+# The floor job: a second virtualenv holding the lowest PyJWT, tornado and
+# jupyter_server that pyproject.toml allows (pinned in tests/floor-constraints.txt),
+# and the server tests that exercise them (about half a minute once installed).
+FLOOR_VENV := .venv-floor
+FLOOR_BIN := $(FLOOR_VENV)/bin
+FLOOR_TESTS := tests/test_claims.py tests/test_open_api.py tests/test_open_page.py \
+               tests/test_tokens.py tests/test_proxy.py tests/test_tunnel.py tests/test_statefile.py
+
+$(FLOOR_BIN)/python:
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_BIN)/python -m pip install -q --upgrade pip
+
+# after .stamp-install: the labextension is built, so this editable build skips npm
+.stamp-floor: $(FLOOR_BIN)/python .stamp-install pyproject.toml tests/floor-constraints.txt
+	$(FLOOR_BIN)/python -m pip install -q -c tests/floor-constraints.txt -e . \
+	    "pytest>=8" "pytest-jupyter[server]>=0.10" pytest-timeout
+	$(FLOOR_BIN)/python tests/floor_check.py
+	touch $@
+
+test-floor: .stamp-floor
+	$(FLOOR_BIN)/python tests/floor_check.py
+	$(FLOOR_BIN)/python -m pytest $(FLOOR_TESTS) $(PYTEST_ARGS)
 
 test-server: install
 	$(BIN)/python -m pytest tests --ignore=tests/ui --ignore=tests/e2e $(PYTEST_ARGS)
@@ -79,4 +103,4 @@ bench: install bench-tools
 	$(BIN)/python bench/proxy.py
 
 clean:
-	rm -rf $(VENV) build .stamp-install .stamp-labextension labextension/node_modules labextension/lib jupyter_lims_bridge/labextension
+	rm -rf $(VENV) $(FLOOR_VENV) build .stamp-install .stamp-labextension .stamp-floor labextension/node_modules labextension/lib jupyter_lims_bridge/labextension

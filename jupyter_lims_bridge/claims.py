@@ -6,21 +6,21 @@ accepts it, and turns its claims into a typed :class:`OpenRequest`. It owns:
 - the verification keys (PEM public keys, a JWKS URL, or - only when the
   operator configured it - an HMAC secret) and which algorithm each key may use;
 - the checks of DESIGN.md, each mapped to a stable error reason;
-- the ``jti`` replay store, which survives a server restart.
+- the ``jti`` replay store, which survives a server restart and is shared
+  safely by servers on one state directory (through :mod:`.statefile`).
 
 It must not touch the workspace or know about HTTP handlers. It never logs or
-echoes a token.
+echoes a token, and the verifier raises nothing but :class:`LimsError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .errors import LimsError
+from .statefile import read_json, update_private_json
 
 #: Asymmetric algorithms accepted by default, and the key types that may verify them.
 ASYMMETRIC_ALGORITHMS = {
@@ -130,6 +131,9 @@ class KeySet:
     PEM keys are loaded once. A JWKS is fetched in a worker thread (never on the
     event loop), cached 5 minutes, and refetched once when a token names an
     unknown ``kid`` (PyJWKClient does that, at most once per cooldown period).
+    A JWKS that cannot be fetched or used counts as empty (and is logged as a
+    warning): the verifier asks it only after the PEM keys, so a broken
+    endpoint never stops a token that a PEM key verifies.
     """
 
     def __init__(
@@ -170,16 +174,28 @@ class KeySet:
         return bool(self.pem_keys or self.jwks_client or self.hmac_secret)
 
     async def candidates(self, alg: str, kid: str | None) -> list[Any]:
-        """The keys that may have signed a token with header ``alg`` / ``kid``."""
+        """The keys that may have signed a token with header ``alg`` / ``kid``.
+
+        The configured keys first, then the JWKS's. The verifier itself asks for
+        the two groups separately, so it fetches the JWKS only when no configured
+        key verifies the token."""
+        return self.local_candidates(alg) + await self.jwks_candidates(alg, kid)
+
+    def local_candidates(self, alg: str) -> list[Any]:
+        """The configured keys (PEM keys, or the HMAC secret) that may verify ``alg``."""
         if alg == HMAC_ALGORITHM:
             return [self.hmac_secret] if self.hmac_secret else []
         key_type = ASYMMETRIC_ALGORITHMS.get(alg)
         if key_type is None:
             return []
-        keys = [k for k in self.pem_keys if isinstance(k, key_type)]
-        if self.jwks_client is not None:
-            keys += await asyncio.to_thread(self._jwks_keys, alg, kid)
-        return keys
+        return [k for k in self.pem_keys if isinstance(k, key_type)]
+
+    async def jwks_candidates(self, alg: str, kid: str | None) -> list[Any]:
+        """The JWKS's keys for ``alg`` / ``kid``; empty when there is no JWKS or it
+        cannot be used. Never raises."""
+        if self.jwks_client is None or alg not in ASYMMETRIC_ALGORITHMS:
+            return []
+        return await asyncio.to_thread(self._jwks_keys, alg, kid)
 
     def _jwks_keys(self, alg: str, kid: str | None) -> list[Any]:
         assert self.jwks_client is not None
@@ -188,13 +204,15 @@ class KeySet:
                 jwks = [self.jwks_client.get_signing_key(kid)]
             else:
                 jwks = self.jwks_client.get_signing_keys()
-        except jwt.PyJWKClientError as e:
-            # an unknown kid, or the JWKS endpoint unreachable: both mean this
-            # token cannot be verified now
+            key_type = ASYMMETRIC_ALGORITHMS[alg]
+            return [j.key for j in jwks if isinstance(j.key, key_type)]
+        except Exception as e:  # noqa: BLE001
+            # an unknown kid, the endpoint unreachable, or answering something that
+            # is not a usable key set (PyJWT then raises JSON, key-set or key errors
+            # of several kinds): all mean this token cannot be verified by the JWKS
+            # now. Only the type is logged: the messages may quote the URL or keys.
             log.warning("lims-bridge: JWKS lookup failed: %s", type(e).__name__)
             return []
-        key_type = ASYMMETRIC_ALGORITHMS[alg]
-        return [j.key for j in jwks if isinstance(j.key, key_type)]
 
 
 # ---------------------------------------------------------------------------
@@ -208,70 +226,86 @@ class ReplayStore:
     restart does not make a used link usable again. Each entry also remembers
     the notebook the token opened, so a browser replaying its own link can be
     sent to the same notebook instead of being refused.
+
+    The file is the truth, not this object's memory: every change locks it,
+    re-reads it, checks and writes under the lock (:mod:`.statefile`), so servers
+    sharing a state directory accept a ``jti`` exactly once between them and
+    never drop each other's entries; reads pick up the other servers' changes.
     """
 
     def __init__(self, path: Path, leeway: int = 30) -> None:
         self.path = path
         self.leeway = leeway
         self._used: dict[str, dict[str, Any]] = {}
-        self._load()
+        self._seen: tuple[int, int, int] | None = None  # (inode, mtime, size) last read
+        self._refresh()
 
-    def _load(self) -> None:
+    def _refresh(self) -> None:
+        """Reload the file when another writer (or this one) changed it."""
         try:
-            data = json.loads(self.path.read_text())
+            st = self.path.stat()
         except FileNotFoundError:
+            self._used, self._seen = {}, None
             return
-        except (OSError, ValueError):
-            log.warning("lims-bridge: ignoring unreadable replay store %s", self.path)
-            return
-        if isinstance(data, dict):
-            self._used = {k: v for k, v in data.items() if isinstance(v, dict)}
-        self._forget_expired()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._seen:
+            self._used = self._valid(read_json(self.path, dict))
+            self._seen = stamp
 
-    def _forget_expired(self) -> None:
+    @staticmethod
+    def _valid(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in data.items() if isinstance(v, dict)}
+
+    def _forget_expired(self, used: dict[str, Any]) -> None:
         horizon = time.time() - self.leeway
-        self._used = {k: v for k, v in self._used.items() if v.get("exp", 0) >= horizon}
+        for jti in [k for k, v in used.items() if not isinstance(v, dict) or _exp(v) < horizon]:
+            del used[jti]
+
+    def _update(self, change: Any) -> None:
+        self._used = self._valid(update_private_json(self.path, change))
+        self._seen = None  # re-stat on the next read
 
     def get(self, jti: str) -> dict[str, Any] | None:
-        return self._used.get(jti)
+        self._refresh()
+        entry = self._used.get(jti)
+        if entry is None or _exp(entry) < time.time() - self.leeway:
+            return None
+        return entry
 
     def consume(self, jti: str, exp: int, **record: Any) -> bool:
-        """Mark ``jti`` used. Returns False if it already was (check and set in one step)."""
-        if jti in self._used:
-            return False
-        self._forget_expired()
-        self._used[jti] = {"exp": exp, **record}
-        self._save()
-        return True
+        """Mark ``jti`` used. Returns False if it already was (check and set in one
+        step, under the file's lock: exactly one of several servers wins)."""
+        won = False
+
+        def change(used: dict[str, Any]) -> bool:
+            nonlocal won
+            if isinstance(used.get(jti), dict):
+                return False
+            self._forget_expired(used)
+            used[jti] = {"exp": exp, **record}
+            won = True
+            return True
+
+        self._update(change)
+        return won
 
     def update(self, jti: str, **record: Any) -> None:
-        if jti in self._used:
-            self._used[jti].update(record)
-            self._save()
+        def change(used: dict[str, Any]) -> bool:
+            if not isinstance(used.get(jti), dict):
+                return False
+            used[jti].update(record)
+            return True
+
+        self._update(change)
 
     def release(self, jti: str) -> None:
         """Forget ``jti`` again: the open it was consumed for wrote nothing."""
-        if self._used.pop(jti, None) is not None:
-            self._save()
-
-    def _save(self) -> None:
-        write_private_json(self.path, self._used)
+        self._update(lambda used: used.pop(jti, None) is not None)
 
 
-def write_private_json(path: Path, data: Any) -> None:
-    """Write JSON atomically to a file only its owner can read (0600 from creation)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _exp(entry: dict[str, Any]) -> float:
+    exp = entry.get("exp", 0)
+    return exp if isinstance(exp, (int, float)) and not isinstance(exp, bool) else 0
 
 
 # ---------------------------------------------------------------------------
@@ -306,12 +340,19 @@ class OpenTokenVerifier:
         self.replay = replay
 
     async def verify(self, token: str | None) -> OpenRequest:
-        """Verify ``token`` and return its request, or raise :class:`LimsError`."""
-        claims = await self.verify_signature(token)
-        return self.check_claims(claims)
+        """Verify ``token`` and return its request, or raise :class:`LimsError` (only)."""
+        with _only_lims_errors():
+            claims = await self._verify_signature(token)
+            return self.check_claims(claims)
 
     async def verify_signature(self, token: str | None) -> dict[str, Any]:
-        """Check signature, times, audience and issuer; return the raw claims."""
+        """Check signature, times, audience and issuer; return the raw claims.
+
+        Raises only :class:`LimsError`."""
+        with _only_lims_errors():
+            return await self._verify_signature(token)
+
+    async def _verify_signature(self, token: str | None) -> dict[str, Any]:
         if not token:
             raise LimsError("token_missing")
         if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
@@ -328,14 +369,29 @@ class OpenTokenVerifier:
             raise LimsError("token_invalid", "The token's signing algorithm is not accepted.")
         if kid is not None and not isinstance(kid, str):
             raise LimsError("token_invalid", "The token's key id is malformed.")
-        keys = await self.keys.candidates(alg, kid)
-        if not keys:
-            raise LimsError("token_invalid", "No key of this server can verify the token.")
+        # the configured keys first: the JWKS (a network fetch that may fail) is
+        # asked only when none of them verifies the token
+        local = self.keys.local_candidates(alg)
+        claims = self._decode(token, alg, local)
+        tried = bool(local)
+        if claims is None:
+            remote = await self.keys.jwks_candidates(alg, kid)
+            claims = self._decode(token, alg, remote)
+            tried = tried or bool(remote)
+        if claims is None:
+            if not tried:
+                raise LimsError("token_invalid", "No key of this server can verify the token.")
+            raise LimsError("token_invalid", "The token's signature does not verify.")
+        self._check_registered(claims)
+        return claims
 
+    def _decode(self, token: str, alg: str, keys: list[Any]) -> dict[str, Any] | None:
+        """The claims, verified by the first of ``keys`` whose signature matches;
+        None when none does. Raises :class:`LimsError` on any other failure."""
         options = {"require": ["exp", "iat", "sub", "aud", "jti"], "verify_nbf": True}
         for key in keys:
             try:
-                claims = jwt.decode(
+                return jwt.decode(
                     token,
                     key=key,
                     algorithms=[alg],
@@ -344,7 +400,6 @@ class OpenTokenVerifier:
                     leeway=self.leeway,
                     options=options,
                 )
-                break
             except jwt.InvalidSignatureError:
                 continue  # another candidate key may have signed it
             except jwt.ExpiredSignatureError:
@@ -361,11 +416,7 @@ class OpenTokenVerifier:
                 raise LimsError("token_invalid", f"The token lacks the {e.claim!r} claim.") from None
             except (jwt.InvalidKeyError, jwt.PyJWTError, ValueError, TypeError):
                 raise LimsError("token_invalid", "The token is malformed.") from None
-        else:
-            raise LimsError("token_invalid", "The token's signature does not verify.")
-
-        self._check_registered(claims)
-        return claims
+        return None
 
     def _check_registered(self, claims: dict[str, Any]) -> None:
         for name in ("sub", "jti"):
@@ -406,6 +457,21 @@ class OpenTokenVerifier:
             data=data,
             extra=extra,
         )
+
+
+@contextmanager
+def _only_lims_errors() -> Iterator[None]:
+    """Turn any unexpected failure of verification into ``token_invalid``.
+
+    Callers (handlers, the hub) then deal with one error type, and no stray
+    exception carries a token into a traceback or a log line."""
+    try:
+        yield
+    except LimsError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        log.warning("lims-bridge: token verification failed unexpectedly: %s", type(e).__name__)
+        raise LimsError("token_invalid", "The token could not be verified.") from None
 
 
 # ---------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Subcommands: ``keygen`` (an Ed25519 key pair), ``sign`` (an open token or a
 full deep link), ``verify`` (why the current configuration accepts or refuses
 a token), ``tokens`` (proxy tokens from a terminal) and ``demo`` (the whole
 story on one machine). Signing runs where the private key lives; ``verify``
-needs only what the user's server has. Output never includes a secret unless
+needs only what the user's server has, and reads the token from standard
+input (an argument would show it to every user in ``ps``). Output never includes a secret unless
 the command exists to make one (``sign``, ``tokens create``).
 """
 
@@ -226,9 +227,18 @@ def _add_verify(sub: Any) -> None:
         help="explain why this server's configuration accepts or refuses a token",
         description="Check a token (or a deep link) against the LimsBridge configuration "
         "of this Jupyter installation (config files and LIMS_BRIDGE_* variables), "
-        "step by step. Exit status 0 when it would be accepted.",
+        "step by step. Exit status 0 when it would be accepted. The token is read "
+        "from standard input, e.g. `pbpaste | jupyter lims-bridge verify` or "
+        "`jupyter lims-bridge verify < token.txt`: an argument on the command line "
+        "is visible to every user of the machine (ps, /proc).",
     )
-    p.add_argument("token", help="the token, a deep link containing it, or - for stdin")
+    p.add_argument(
+        "token",
+        nargs="?",
+        default="-",
+        help="- (the default): read the token or deep link from standard input; "
+        "a token given here instead is visible in the process list",
+    )
     p.add_argument("--owner", help="check as if the server belonged to this user")
     p.add_argument(
         "--config",
@@ -242,7 +252,15 @@ def _add_verify(sub: Any) -> None:
 
 def _token_from(text: str) -> str:
     if text == "-":
+        if sys.stdin.isatty():
+            print("paste the token or deep link, then press Ctrl-D:", file=sys.stderr)
         text = sys.stdin.read()
+    else:
+        print(
+            "note: a token on the command line is visible in the process list; "
+            "pipe it on standard input instead (jupyter lims-bridge verify < token.txt)",
+            file=sys.stderr,
+        )
     text = text.strip()
     if "lims_token=" in text:
         from urllib.parse import parse_qs, urlsplit

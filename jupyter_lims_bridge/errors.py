@@ -35,6 +35,7 @@ REASONS: dict[str, tuple[int, str]] = {
     "too_large": (413, "The download is larger than allowed."),
     "not_found": (404, "Not found."),
     "bad_request": (400, "The request is malformed."),
+    "body_too_large": (413, "The request body is too large."),
     # proxy
     "port_not_allowed": (403, "That port is not allowed."),
     "proxy_disabled": (403, "The proxy is disabled."),

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events
-from .claims import write_private_json
+from .statefile import write_private_json
 from .errors import LimsError
 
 log = logging.getLogger(__name__)

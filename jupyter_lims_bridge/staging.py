@@ -86,8 +86,10 @@ def url_allowed(url: str, prefixes: list[str]) -> bool:
 
     Scheme and host must match exactly (so ``https://lims.example.org`` does
     not admit ``https://lims.example.org.evil.test``), the path must continue
-    the prefix's path at a segment boundary, and dot segments (also encoded)
-    are refused outright.
+    the prefix's path at a segment boundary (``/files`` admits ``/files`` and
+    ``/files/x``, never ``/filesX``), and dot segments and ``;`` (also encoded)
+    are refused outright: some servers read ``/files/..;/admin`` as
+    ``/admin`` (path parameters), so a ``;`` can smuggle a ``..`` past the check.
     """
     try:
         parts = urlsplit(url)
@@ -95,21 +97,25 @@ def url_allowed(url: str, prefixes: list[str]) -> bool:
         return False
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
         return False
-    segments = unquote(parts.path).split("/")
-    if any(s in (".", "..") for s in segments) or "\\" in unquote(parts.path):
+    decoded = unquote(parts.path)
+    if any(s in (".", "..") for s in decoded.split("/")) or "\\" in decoded or ";" in decoded:
         return False
     for prefix in prefixes:
         p = urlsplit(prefix)
         if (p.scheme, p.netloc.lower()) != (parts.scheme, parts.netloc.lower()):
             continue
-        if not p.path or p.path == "/":
-            return True
-        if p.path.endswith("/"):
-            if parts.path.startswith(p.path):
-                return True
-        elif parts.path == p.path or parts.path.startswith(p.path + "/"):
+        if _under(parts.path, p.path):
             return True
     return False
+
+
+def _under(path: str, prefix_path: str) -> bool:
+    """Whether URL path ``path`` is below ``prefix_path``, on a segment boundary."""
+    if prefix_path in ("", "/"):
+        return True  # the whole host
+    if prefix_path.endswith("/"):
+        return path.startswith(prefix_path)  # "/files/" admits "/files/x", not "/files"
+    return path == prefix_path or path.startswith(prefix_path + "/")
 
 
 def safe_url(url: str) -> str:
@@ -330,8 +336,15 @@ class DataStager:
             raise LimsError("path_not_allowed", f"Data item {item.name!r}: path must be relative.")
         if any(part == ".." for part in rel.split("/")):
             raise LimsError("path_not_allowed", f"Data item {item.name!r}: path must not use '..'.")
+        if not any(part not in ("", ".") for part in rel.split("/")):
+            # "", "." or "./": a data item names something inside the store, never
+            # the whole store
+            raise LimsError("path_not_allowed", f"Data item {item.name!r}: path names no item of the store.")
         # resolve() follows symlinks inside the store: one pointing out of it is refused
         source = contained(root / rel, root)
+        if source == root:
+            # a symlink in the store that leads back to its root
+            raise LimsError("path_not_allowed", f"Data item {item.name!r}: path names the whole store.")
         if not source.exists():
             raise LimsError("data_missing", f"Data item {item.name!r} does not exist in the store.")
         return source

@@ -88,8 +88,12 @@ def relative_notebook_path(request: OpenRequest) -> PurePosixPath:
 
 
 def contained(path: Path, root: Path) -> Path:
-    """``path`` resolved (symlinks included); raises ``path_not_allowed`` unless under ``root``."""
+    """``path`` resolved (symlinks included); raises ``path_not_allowed`` unless under ``root``.
+
+    ``root`` is resolved too: compared with an unresolved root (one reached
+    through a symlink), every resolved path would seem to leave it."""
     resolved = path.resolve()
+    root = root.resolve()
     if resolved != root and not resolved.is_relative_to(root):
         raise LimsError("path_not_allowed", "That path leaves the workspace.")
     return resolved
@@ -242,6 +246,9 @@ class Workspace:
         for folder in (self.templates_dir, BUILTIN_TEMPLATES):
             if folder is None:
                 continue
+            # both sides resolved: the package itself may sit behind a symlink
+            # (a symlinked checkout, some conda or nix layouts)
+            folder = folder.resolve()
             candidate = (folder / f"{name}.ipynb").resolve()
             if candidate.is_relative_to(folder) and candidate.is_file():
                 return _load_template(candidate, candidate.stat().st_mtime_ns)

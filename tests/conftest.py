@@ -149,6 +149,39 @@ def emitted(jp_serverapp):
     jp_serverapp.event_logger.remove_handler(handler)
 
 
+@pytest.fixture
+def captured_logs(jp_serverapp):
+    """``captured_logs()``: everything logged so far by the server, tornado and the bridge."""
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.DEBUG)
+    loggers = [
+        logging.getLogger(),
+        jp_serverapp.log,
+        jp_serverapp.web_app.settings["lims_bridge"].log,
+        logging.getLogger("tornado.access"),
+        logging.getLogger("tornado.application"),
+        logging.getLogger("tornado.general"),
+        logging.getLogger("jupyter_lims_bridge"),
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+
+    def read() -> str:
+        handler.flush()
+        return stream.getvalue()
+
+    yield read
+    for logger, level in zip(loggers, levels):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def files_under(root: Path) -> dict[str, bytes | str]:
     """Every file and link under ``root`` with its content (a link: its target)."""
     snapshot: dict[str, bytes | str] = {}

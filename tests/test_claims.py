@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import threading
 import time
 
@@ -271,6 +272,8 @@ class JWKSServer:
 
     def __init__(self) -> None:
         self.keys: list[dict] = []
+        #: when set, answered instead of ``{"keys": keys}`` (a broken endpoint)
+        self.body: bytes | None = None
         self.requests = 0
         sockets = netutil.bind_sockets(0, "127.0.0.1")
         self.port = sockets[0].getsockname()[1]
@@ -283,7 +286,11 @@ class JWKSServer:
             class Handler(web.RequestHandler):
                 def get(self) -> None:
                     outer.requests += 1
-                    self.write({"keys": outer.keys})
+                    if outer.body is not None:
+                        self.set_header("Content-Type", "application/json")
+                        self.write(outer.body)
+                    else:
+                        self.write({"keys": outer.keys})
 
             server = httpserver.HTTPServer(web.Application([(r"/jwks", Handler)]))
             server.add_sockets(sockets)
@@ -347,6 +354,69 @@ def test_jwks_unreachable_is_token_invalid():
     assert refusal(verifier, signing.sign_claims(claims(), key, kid="k")).reason == "token_invalid"
 
 
+#: What a broken JWKS endpoint has been seen to answer.
+BROKEN_JWKS = {
+    "html": b"<html><body>502 Bad Gateway</body></html>",
+    "truncated": b'{"keys": [{"kty": "OKP", ',
+    "not_an_object": b"[1, 2, 3]",
+    "keys_not_a_list": b'{"keys": "none"}',
+    "no_keys": b'{"keys": []}',
+    "unusable_key": b'{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "!!", "kid": "k"}]}',
+    "unknown_kty": b'{"keys": [{"kty": "XYZ", "kid": "k"}]}',
+}
+
+
+@pytest.mark.parametrize("answer", BROKEN_JWKS.values(), ids=BROKEN_JWKS.keys())
+def test_broken_jwks_is_a_warning_and_a_pem_key_still_verifies(jwks_server, ed_key, answer, caplog):
+    # Given a verifier with a PEM key and a JWKS endpoint answering garbage
+    jwks_server.body = answer
+    verifier = make_verifier(ed_key, jwks_url=jwks_server.url)
+    caplog.set_level(logging.DEBUG)
+    # When a token signed by the PEM key comes (with a kid, as JWKS users send)
+    token = signing.sign_claims(claims(), ed_key, kid="k")
+    # Then it is accepted, and the JWKS was not even asked
+    assert verify(verifier, token).sub == "alice"
+    assert jwks_server.requests == 0
+    # When a token that only the JWKS could verify comes
+    stranger = ed25519.Ed25519PrivateKey.generate()
+    for kid in ("k", None):
+        other = signing.sign_claims(claims(), stranger, kid=kid)
+        # Then it is refused with our error (not a JSON or key error), and a
+        # warning says the lookup failed, without the token or the URL
+        assert refusal(verifier, other).reason == "token_invalid"
+        logged = caplog.text
+        assert "JWKS lookup failed" in logged
+        assert other not in logged and other.split(".")[1] not in logged
+        ours = [r.getMessage() for r in caplog.records if r.name.startswith("jupyter_lims_bridge")]
+        assert not any("/jwks" in line for line in ours)
+    assert jwks_server.requests >= 1
+
+
+def test_pem_key_verifies_without_the_jwks_even_when_it_is_unreachable(ed_key):
+    # Given a JWKS URL nothing listens on, and a PEM key
+    port = netutil.bind_sockets(0, "127.0.0.1")[0]
+    url = f"http://127.0.0.1:{port.getsockname()[1]}/jwks"
+    port.close()
+    verifier = make_verifier(ed_key, jwks_url=url)
+    # Then a token of the PEM key verifies
+    assert verify(verifier, signing.sign_claims(claims(), ed_key)).sub == "alice"
+
+
+def test_verify_raises_only_lims_errors(ed_key, monkeypatch):
+    # Given a key set whose lookup fails in a way nobody foresaw
+    verifier = make_verifier(ed_key)
+    token = signing.sign_claims(claims(), ed_key)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(jwt, "decode", boom)
+    # Then verify and verify_signature raise LimsError, not RuntimeError
+    assert refusal(verifier, token).reason == "token_invalid"
+    with pytest.raises(LimsError):
+        asyncio.run(verifier.verify_signature(token))
+
+
 # -- replay store ---------------------------------------------------------------
 
 
@@ -363,6 +433,69 @@ def test_replay_store_survives_a_restart_and_forgets_expired_entries(tmp_path):
     # Then a used jti stays used, and one long expired is forgotten
     assert restarted.get("a")["path"] == "lims/x.ipynb"
     assert restarted.get("old") is None
+
+
+RACE_ROUNDS = 150
+
+
+def _race_worker(path: str, name: str, barrier, wins) -> None:
+    """One server's replay store: consumes the shared jti of each round, and one of its own."""
+    from pathlib import Path as _Path
+
+    store = ReplayStore(_Path(path))  # loaded once at start, as a server does
+    exp = int(time.time()) + 600
+    won = []
+    for i in range(RACE_ROUNDS):
+        barrier.wait(10)
+        if store.consume(f"shared-{i}", exp, path=f"{name}.ipynb"):
+            won.append(i)
+        assert store.consume(f"{name}-{i}", exp)
+    wins.put((name, won))
+
+
+def test_two_servers_sharing_a_state_dir_accept_each_jti_once_and_lose_nothing(tmp_path):
+    # Given two server processes whose replay stores share one file
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    path = tmp_path / "state" / "used_jti.json"
+    barrier, wins = ctx.Barrier(2), ctx.Queue()
+    workers = [
+        ctx.Process(target=_race_worker, args=(str(path), name, barrier, wins)) for name in ("a", "b")
+    ]
+    # When both consume the same jti at the same moment, round after round
+    for w in workers:
+        w.start()
+    results = dict(wins.get(timeout=120) for _ in workers)
+    for w in workers:
+        w.join(30)
+        assert w.exitcode == 0
+    # Then each shared jti was accepted exactly once between them
+    assert sorted(results["a"] + results["b"]) == list(range(RACE_ROUNDS))
+    # and no entry of either was lost from the file
+    stored = ReplayStore(path)
+    for i in range(RACE_ROUNDS):
+        assert stored.get(f"a-{i}") and stored.get(f"b-{i}")
+        winner = "a" if i in results["a"] else "b"
+        assert stored.get(f"shared-{i}")["path"] == f"{winner}.ipynb"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_jti_used_by_another_server_is_seen_as_used(tmp_path):
+    # Given two stores on one file, both loaded before either consumed anything
+    path = tmp_path / "used_jti.json"
+    first, second = ReplayStore(path), ReplayStore(path)
+    exp = int(time.time()) + 300
+    # When the first server consumes a jti
+    assert first.consume("j", exp, path="lims/x.ipynb")
+    # Then the second sees it (for the launch page) and cannot consume it again
+    assert second.get("j")["path"] == "lims/x.ipynb"
+    assert not second.consume("j", exp)
+    # and releasing or updating on one never drops the other's entries
+    assert second.consume("k", exp)
+    first.update("j", path="lims/x-1.ipynb")
+    first.release("nothing")
+    assert ReplayStore(path).get("k") and ReplayStore(path).get("j")["path"] == "lims/x-1.ipynb"
 
 
 def test_private_key_pem_loading_accepts_text_and_files(tmp_path):

@@ -14,10 +14,11 @@ import pytest
 from jupyter_lims_bridge.cli import main
 
 
-def run(*args, env=None):
+def run(*args, env=None, input=None):
     return subprocess.run(
         [sys.executable, "-m", "jupyter_lims_bridge.cli", *args],
         capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        input=input if input is not None else "",
     )
 
 
@@ -97,3 +98,24 @@ def test_verify_explains_acceptance_and_each_refusal(keys, tmp_path):
 
     link = f"http://127.0.0.1:1/lims/open?lims_token={token}"
     assert run("verify", link, env=env).returncode == 0
+
+
+def test_verify_reads_the_token_from_stdin_so_ps_never_shows_it(keys, tmp_path):
+    # Given a signed token and a deep link holding it
+    private, public = keys
+    env = {"LIMS_BRIDGE_PUBLIC_KEYS": str(public), "LIMS_BRIDGE_OWNER": "alice",
+           "LIMS_BRIDGE_STATE_DIR": str(tmp_path / "state"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    token = run("sign", "--key", str(private), "--sub", "alice", "--entity-type", "s",
+                "--entity-id", "1").stdout.strip()
+    link = f"http://127.0.0.1:1/lims/open?lims_token={token}"
+    # When verify is run with no argument, or with -, and the token or link on stdin
+    for args, text in (((), token + "\n"), (("-",), token), ((), link + "\n")):
+        result = run("verify", *args, env=env, input=text)
+        # Then it is checked as if it had been given, and no note about ps appears
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "accepted" in result.stdout and "process list" not in result.stderr
+    # And a token given as an argument still works, with a note to pipe it instead
+    argued = run("verify", token, env=env)
+    assert argued.returncode == 0 and "process list" in argued.stderr
+    # And the help says that standard input is the way
+    assert "standard input" in run("verify", "--help").stdout

@@ -154,3 +154,20 @@ async def test_linked_items_emit_events(store, workspace):
     stager = DataStager(mounts={"archive": str(store)}, url_prefixes=[], max_download_bytes=1, event_logger=Logger())
     await stager.apply(plan(stager, workspace, item("2026/S-42/raw")))
     assert emitted == [{"action": "linked", "name": "raw", "path": "ws/entry/data/raw", "mount": "archive"}]
+
+
+@pytest.mark.parametrize("path", ["", ".", "./", "./.", ".//"], ids=["empty", "dot", "dot-slash", "dot-dot", "dot-slashes"])
+def test_a_path_naming_the_whole_store_is_refused(path, stager, workspace):
+    # Given a data item whose path names the mount root itself
+    # When it is planned, Then it is refused: an item names something inside the store
+    with pytest.raises(LimsError) as e:
+        plan(stager, workspace, item(path))
+    assert (e.value.reason, e.value.status) == ("path_not_allowed", 403)
+    assert not (workspace / "entry" / "data").exists()
+
+
+def test_a_symlink_back_to_the_store_root_is_refused(stager, store, workspace):
+    (store / "2026" / "root").symlink_to("..")
+    with pytest.raises(LimsError) as e:
+        plan(stager, workspace, item("2026/root"))
+    assert e.value.reason == "path_not_allowed"

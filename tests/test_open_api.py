@@ -180,6 +180,166 @@ async def test_the_token_never_appears_in_logs_or_responses(open_api, sign, jp_f
             assert signature not in response.body.decode()
 
 
+@pytest.fixture
+def broken_jwks(bridge_config):
+    """A JWKS endpoint on 127.0.0.1 that answers an HTML error page, configured as jwks_url."""
+    from .test_claims import JWKSServer
+
+    server = JWKSServer()
+    server.body = b"<html>502 Bad Gateway</html>"
+    bridge_config["jwks_url"] = server.url
+    yield server
+    server.stop()
+
+
+async def test_a_broken_jwks_neither_fails_opens_nor_logs_tokens(
+    broken_jwks, open_api, sign, jp_fetch, captured_logs
+):
+    # Given a server with a PEM key and a JWKS URL whose endpoint answers garbage
+    # When the LIMS opens with a token of the PEM key (with a kid, as JWKS users do)
+    good = sign(headers={"kid": "k1"})
+    response = await open_api(good)
+    # Then the open succeeds: the PEM key is tried first
+    assert response.code == 201
+    # When a token that only the JWKS could verify arrives, by API and by deep link
+    stranger = sign(key=ed25519.Ed25519PrivateKey.generate(), headers={"kid": "k2"})
+    refused = await open_api(stranger)
+    page = await jp_fetch("lims", "open", params={"lims_token": stranger}, raise_error=False)
+    # Then both are refused as invalid tokens, not 500s
+    assert (refused.code, body(refused)["reason"]) == (401, "token_invalid")
+    assert page.code == 401
+    # and the logs say the JWKS lookup failed, holding neither token nor its query
+    logged = captured_logs()
+    assert "JWKS lookup failed" in logged
+    for token in (good, stranger):
+        assert token.rsplit(".", 1)[1] not in logged
+    assert "lims_token=" not in logged.replace("lims_token=[secret]", "")
+
+
+async def test_an_unexpected_error_is_logged_with_its_path_but_not_its_query(
+    jp_fetch, open_api, sign, bridge, monkeypatch, captured_logs
+):
+    # Given an open that fails in a way nobody foresaw
+    async def broken(*args, **kwargs):
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(bridge.opener, "inspect", broken)
+    monkeypatch.setattr(bridge.opener, "open", broken)
+    token = sign()
+    # When a deep link and an API call hit it
+    page = await jp_fetch("lims", "open", params={"lims_token": token}, raise_error=False)
+    api = await open_api(token)
+    # Then both answer 500 without a traceback
+    assert (page.code, api.code) == (500, 500)
+    assert "Traceback" not in page.body.decode() and "Traceback" not in api.body.decode()
+    # and the log names the failing path, never the query that holds the token
+    logged = captured_logs()
+    assert "uncaught exception in GET" in logged and "/lims/open" in logged
+    assert "uncaught exception in POST" in logged
+    assert token.rsplit(".", 1)[1] not in logged
+    assert "lims_token=" not in logged.replace("lims_token=[secret]", "")
+
+
+# -- the body of POST lims/api/open: bounded before it is read -----------------
+
+
+def _raw_exchange(port: int, head: bytes, chunks=(), timeout: float = 10.0) -> tuple[int, dict]:
+    """Send ``head`` then ``chunks`` on a raw connection, stopping as soon as the
+    server answers; return the status and JSON body of the answer."""
+    import select
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head)
+        for chunk in chunks:
+            # the server answers (and closes) as soon as it has seen too much:
+            # stop sending then, so its answer is not lost to a reset
+            if select.select([sock], [], [], 0.02)[0]:
+                break
+            try:
+                sock.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        data = b""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no complete answer; got {data[:200]!r}")
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    head_bytes, _, payload = data.partition(b"\r\n\r\n")
+    status = int(head_bytes.split(b" ", 2)[1])
+    return status, json.loads(payload[: _content_length(data)])
+
+
+def _content_length(data: bytes) -> int:
+    import re
+
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", data.split(b"\r\n\r\n", 1)[0])
+    return int(m.group(1)) if m else 0
+
+
+def _post_head(base_url: str, port: int, extra: str) -> bytes:
+    return (
+        f"POST {base_url}lims/api/open HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\n{extra}\r\n"
+    ).encode()
+
+
+async def test_a_body_over_64_kib_is_refused_from_its_content_length_before_it_is_read(
+    http_server_client, jp_http_port, jp_base_url
+):
+    # Given an anonymous client announcing a 40 MB body
+    head = _post_head(jp_base_url, jp_http_port, "Content-Length: 41943040\r\n")
+    # When it has sent only the headers and a few bytes
+    status, answer = await asyncio.to_thread(_raw_exchange, jp_http_port, head + b'{"token": "')
+    # Then the server answers 413 at once, without waiting for (or reading) the body
+    assert (status, answer["reason"]) == (413, "body_too_large")
+    assert "64 KiB" in answer["message"]
+
+
+async def test_a_chunked_body_is_cut_at_64_kib(http_server_client, jp_http_port, jp_base_url, sign):
+    # Given a chunked body (no Content-Length) holding a valid token and 1 MiB of padding
+    body = json.dumps({"token": sign(), "pad": "x" * (1 << 20)}).encode()
+    pieces = [body[i : i + 8192] for i in range(0, len(body), 8192)]
+    chunks = [b"%x\r\n%s\r\n" % (len(c), c) for c in pieces] + [b"0\r\n\r\n"]
+    head = _post_head(jp_base_url, jp_http_port, "Transfer-Encoding: chunked\r\n")
+    # When it is streamed
+    status, answer = await asyncio.to_thread(_raw_exchange, jp_http_port, head, chunks)
+    # Then it is refused once 64 KiB have arrived
+    assert (status, answer["reason"]) == (413, "body_too_large")
+
+
+async def test_a_body_of_64_kib_is_still_read(jp_fetch, sign):
+    token = sign()
+    body = json.dumps({"token": token, "pad": ""}).encode()
+    body = body.replace(b'"pad": ""', b'"pad": "' + b"x" * (64 * 1024 - len(body)) + b'"')
+    assert len(body) == 64 * 1024
+    response = await jp_fetch(
+        "lims", "api", "open", method="POST", body=body, headers={"Authorization": ""}
+    )
+    assert response.code == 201
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"\xff\xfe", b"[" * 20000 + b"]" * 20000, b'{"a":' * 10000 + b"1" + b"}" * 10000],
+    ids=["malformed", "not-utf8", "deep-list", "deep-object"],
+)
+async def test_a_malformed_or_too_deep_body_is_bad_request(jp_fetch, raw):
+    # Given a body that is not JSON, or nested deeper than the parser goes
+    assert len(raw) <= 64 * 1024
+    # When it is posted without a token header
+    response = await jp_fetch(
+        "lims", "api", "open", method="POST", body=raw, headers={"Authorization": ""},
+        raise_error=False,
+    )
+    # Then it is refused as a bad request, not a 500
+    assert (response.code, body(response)["reason"]) == (400, "bad_request")
+
+
 # -- refusals: status, reason, and nothing written ----------------------------
 
 
@@ -203,6 +363,8 @@ REFUSALS = [
     ("absolute", {"notebook": {"path": "/etc/x.ipynb"}}, 403, "path_not_allowed"),
     ("data name", {"data": [{**RAW, "name": "../x"}]}, 403, "path_not_allowed"),
     ("mount escape", {"data": [{**RAW, "path": "../../../etc"}]}, 403, "path_not_allowed"),
+    ("whole mount", {"data": [{**RAW, "path": ""}]}, 403, "path_not_allowed"),
+    ("whole mount, dot", {"data": [{**RAW, "path": "."}]}, 403, "path_not_allowed"),
     ("unknown mount", {"data": [{**RAW, "mount": "nope"}]}, 422, "unknown_mount"),
     ("missing data", {"data": [{**RAW, "path": "2026/none"}]}, 422, "data_missing"),
     ("url not allowed", {"data": [{"name": "f.csv", "url": "https://elsewhere.example/f.csv"}]}, 403, "url_not_allowed"),

@@ -114,3 +114,33 @@ def test_relative_notebook_paths_never_climb(path):
     assert not rel.is_absolute() and ".." not in rel.parts
     assert rel.name.endswith(".ipynb")
     assert os.path.normpath(rel.as_posix()) == rel.as_posix()
+
+
+def test_builtin_template_is_found_when_the_package_path_holds_a_symlink(tmp_path, monkeypatch):
+    # Given the package reached through a symlink (a symlinked checkout, conda, nix)
+    from jupyter_lims_bridge import workspace as workspace_module
+
+    real = workspace_module.BUILTIN_TEMPLATES
+    (tmp_path / "site-packages").symlink_to(real.parent.parent, target_is_directory=True)
+    linked = tmp_path / "site-packages" / real.parent.name / real.name
+    assert linked.is_dir() and linked.resolve() != linked
+    monkeypatch.setattr(workspace_module, "BUILTIN_TEMPLATES", linked)
+    workspace = Workspace(
+        root_dir=tmp_path, workspace_dir="lims", templates_dir=None, contents_manager=None
+    )
+    # Then the built-in default template is found, and a template name cannot climb out
+    assert workspace.template("default")["cells"]
+    with pytest.raises(LimsError):
+        workspace.template("..")
+
+
+def test_templates_dir_behind_a_symlink_is_used(tmp_path):
+    real = tmp_path / "real-templates"
+    real.mkdir()
+    (real / "mine.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    (tmp_path / "templates").symlink_to(real, target_is_directory=True)
+    workspace = Workspace(
+        root_dir=tmp_path, workspace_dir="lims", templates_dir=str(tmp_path / "templates"),
+        contents_manager=None,
+    )
+    assert workspace.template("mine")["cells"] == []

@@ -616,3 +616,39 @@ async def test_a_big_existing_file_is_verified_by_a_job_and_nothing_is_fetched(
     [again] = await stage(stager, data_dir, root, items[0])
     assert again["status"] == "done"
     assert leftovers(data_dir) == ["other.bin", "same.bin"]
+
+
+PREFIXES = ["https://lims.example.org/files/", "https://lims.example.org/api/v1"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://lims.example.org/files/..;/admin/secret",
+        "https://lims.example.org/files/%2e%2e;/admin/secret",
+        "https://lims.example.org/files/..%3B/admin/secret",
+        "https://lims.example.org/files/x;jsessionid=1/y",
+        "https://lims.example.org/api/v1;/../admin",
+        "https://lims.example.org/api/v1/..;/admin",
+        # segment boundaries
+        "https://lims.example.org/api/v1x/data",
+        "https://lims.example.org/api/v10",
+        "https://lims.example.org/filesX/a",
+        "https://lims.example.org/files",
+    ],
+)
+def test_url_prefix_check_refuses_path_parameters_and_partial_segments(url):
+    assert not staging.url_allowed(url, PREFIXES)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://lims.example.org/files/a/b.csv?sig=x;y",  # ';' in the query is not the path
+        "https://lims.example.org/api/v1",
+        "https://lims.example.org/api/v1/data/7",
+        "https://LIMS.example.org/files/a",
+    ],
+)
+def test_url_prefix_check_admits_what_lies_below_a_prefix(url):
+    assert staging.url_allowed(url, PREFIXES)

@@ -3,7 +3,8 @@ where a :class:`~jupyter_lims_bridge.errors.LimsError` becomes a response.
 
 API handlers answer ``{"message", "reason"}`` JSON; page handlers render the
 error page. A refusal is logged as one INFO line with its reason, never with
-the request's query string (it may hold a token) and never with a traceback.
+the request's query string (it may hold a token) and never with a traceback;
+any other exception is logged with its method and path, never its query.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerJinjaMixin, ExtensionHandlerMixin
+from tornado import web
 
 from ..errors import LimsError
 
@@ -40,12 +42,21 @@ class BridgeMixin:
         return self.extensionapp  # type: ignore[attr-defined]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # tornado's own version prints the request's URI (twice for an uncaught
+        # exception, with the request's repr): its query may hold a token
+        # (``?lims_token=``), so every line here names the path only
+        method, path = self.request.method, self.request.path
         if isinstance(value, LimsError):
-            self.log.info(
-                "lims-bridge: %s %s refused: %s", self.request.method, self.request.path, value.reason
+            self.log.info("lims-bridge: %s %s refused: %s", method, path, value.reason)
+        elif isinstance(value, web.HTTPError):
+            if value.log_message:
+                self.log.warning(
+                    "%d %s %s: %s", value.status_code, method, path, value.get_message()
+                )
+        else:
+            self.log.error(
+                "lims-bridge: uncaught exception in %s %s", method, path, exc_info=(typ, value, tb)
             )
-            return
-        super().log_exception(typ, value, tb)  # type: ignore[misc]
 
 
 class LimsAPIHandler(BridgeMixin, ExtensionHandlerMixin, APIHandler):
@@ -69,15 +80,21 @@ class LimsAPIHandler(BridgeMixin, ExtensionHandlerMixin, APIHandler):
 
     def get_json_object(self) -> dict[str, Any]:
         """The request body as a JSON object, or ``bad_request``."""
-        if not self.request.body:
-            return {}
-        try:
-            body = json.loads(self.request.body)
-        except ValueError:
-            raise LimsError("bad_request", "The request body is not valid JSON.") from None
-        if not isinstance(body, dict):
-            raise LimsError("bad_request", "The request body must be a JSON object.")
-        return body
+        return parse_json_object(self.request.body)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object; ``bad_request`` when it is not valid JSON, nested
+    too deeply for the parser (``RecursionError``), or not an object."""
+    if not body:
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise LimsError("bad_request", "The request body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise LimsError("bad_request", "The request body must be a JSON object.")
+    return value
 
 
 class LimsPageHandler(BridgeMixin, ExtensionHandlerJinjaMixin, ExtensionHandlerMixin, JupyterHandler):
