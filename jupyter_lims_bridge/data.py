@@ -27,9 +27,9 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["entry_data", "entry_metadata", "find_entry_notebook"]
+from .paths import DATA_DIR
 
-DATA_DIR = "data"
+__all__ = ["entry_data", "entry_metadata", "find_entry_notebook"]
 
 
 def _session_path() -> str | None:

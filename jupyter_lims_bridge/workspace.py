@@ -1,8 +1,8 @@
 """The workspace: safe paths for ELN entries and notebooks made from templates.
 
-Owns where an entry's notebook and data live (under ``workspace_dir``), the
-sanitising and containment of every path that comes from a token, and the
-creation of notebooks from templates through the server's ContentsManager.
+Owns where an entry's notebook and data live (under ``workspace_dir``; every
+path from a token goes through :mod:`.paths`), and the creation of notebooks
+from templates through the server's ContentsManager.
 
 It must never write outside the workspace, never overwrite an existing file,
 and never run code from a template: templates are rendered in a sandboxed
@@ -15,7 +15,6 @@ import asyncio
 import functools
 import json
 import re
-import unicodedata
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -29,36 +28,18 @@ from jupyter_core.utils import ensure_async
 
 from .claims import OpenRequest
 from .errors import LimsError
+from .paths import DATA_DIR, contained, sanitize_component
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "notebook_templates"
-MAX_COMPONENT_LENGTH = 100
 MAX_PATH_DEPTH = 16
 #: How many ``<stem>-N.ipynb`` names ``notebook.new`` tries before giving up.
 MAX_NEW_COPIES = 1000
 
-_UNSAFE_CHARS = re.compile(r"[^\w .,()+=@-]+", re.UNICODE)
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|$~<>&])")
 
 
 # ---------------------------------------------------------------------------
-# paths
-
-
-def sanitize_component(text: str) -> str:
-    """Make one path component safe: no separators, no leading dots, bounded length."""
-    text = unicodedata.normalize("NFC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
-    text = _UNSAFE_CHARS.sub("_", text)
-    # a leading dot would hide the file (or make it "." / ".."); leading spaces
-    # hide it in listings; trailing dots and spaces are dropped silently by
-    # some filesystems
-    text = text.lstrip(". ")[:MAX_COMPONENT_LENGTH].rstrip(". ")
-    return text or "_"
-
-
-def is_safe_file_name(name: str) -> bool:
-    """A single, plain file name: what a data item's ``name`` must be."""
-    return bool(name) and name == sanitize_component(name) and len(name) <= MAX_COMPONENT_LENGTH
+# the notebook's path
 
 
 def relative_notebook_path(request: OpenRequest) -> PurePosixPath:
@@ -85,18 +66,6 @@ def relative_notebook_path(request: OpenRequest) -> PurePosixPath:
     if not clean[-1].endswith(".ipynb"):
         clean[-1] = clean[-1] + ".ipynb"
     return PurePosixPath(*clean)
-
-
-def contained(path: Path, root: Path) -> Path:
-    """``path`` resolved (symlinks included); raises ``path_not_allowed`` unless under ``root``.
-
-    ``root`` is resolved too: compared with an unresolved root (one reached
-    through a symlink), every resolved path would seem to leave it."""
-    resolved = path.resolve()
-    root = root.resolve()
-    if resolved != root and not resolved.is_relative_to(root):
-        raise LimsError("path_not_allowed", "That path leaves the workspace.")
-    return resolved
 
 
 # ---------------------------------------------------------------------------
@@ -199,11 +168,11 @@ class NotebookPlan:
 
     @property
     def data_dir(self) -> Path:
-        return self.folder_os_path / "data"
+        return self.folder_os_path / DATA_DIR
 
     @property
     def data_api_dir(self) -> str:
-        return f"{self.folder_api_path}/data"
+        return f"{self.folder_api_path}/{DATA_DIR}"
 
 
 class Workspace:

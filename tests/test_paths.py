@@ -12,12 +12,8 @@ from hypothesis import strategies as st
 
 from jupyter_lims_bridge.claims import Entity, NotebookSpec, OpenRequest
 from jupyter_lims_bridge.errors import LimsError
-from jupyter_lims_bridge.workspace import (
-    Workspace,
-    is_safe_file_name,
-    relative_notebook_path,
-    sanitize_component,
-)
+from jupyter_lims_bridge.paths import is_safe_file_name, sanitize_component
+from jupyter_lims_bridge.workspace import Workspace, relative_notebook_path
 
 HOSTILE = st.sampled_from(
     ["..", ".", "/", "\\", "%2F", "%2e%2e", "\x00", "~", "C:", "link", ".ipynb", " ", "\n", "é", "🧪"]

@@ -417,7 +417,7 @@ async def test_disk_full_while_writing_fails_clearly_and_removes_the_partial(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(staging.os, "write", write)
+    monkeypatch.setattr(staging.download.os, "write", write)
     stager = make_stager()
     [result] = await stage(stager, data_dir, root, DataItem("full.bin", url=url, sha256=SHA))
     job = await finished(stager, result["job"])
@@ -428,7 +428,7 @@ async def test_disk_full_while_writing_fails_clearly_and_removes_the_partial(
 
 async def test_not_enough_free_space_is_known_before_writing(server, make_stager, data_dir, root, monkeypatch):
     url = server.add("full.bin", CONTENT)
-    monkeypatch.setattr(staging.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    monkeypatch.setattr(staging.download.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
     stager = make_stager()
     [result] = await stage(stager, data_dir, root, DataItem("full.bin", url=url))
     job = await finished(stager, result["job"])
@@ -595,7 +595,7 @@ async def test_a_big_existing_file_is_verified_by_a_job_and_nothing_is_fetched(
     server, make_stager, data_dir, root, monkeypatch, recorder
 ):
     # Given files already in place, bigger than what apply hashes before answering
-    monkeypatch.setattr(staging, "INLINE_VERIFY_BYTES", 1024)
+    monkeypatch.setattr(staging.stager, "INLINE_VERIFY_BYTES", 1024)
     data_dir.mkdir(parents=True)
     (data_dir / "same.bin").write_bytes(CONTENT)
     (data_dir / "other.bin").write_bytes(bytes(reversed(CONTENT)))

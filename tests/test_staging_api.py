@@ -116,7 +116,7 @@ async def test_dry_run_fetches_nothing(open_api, sign, file_server, workspace):
 
 async def test_a_failed_job_reports_its_reason_and_can_be_retried(open_api, sign, jp_fetch, file_server, bridge, workspace):
     # Given a server that answers 500 longer than the job retries
-    bridge.stager.retries, bridge.stager.backoff = 1, 0.01
+    bridge.stager.downloader.retries, bridge.stager.downloader.backoff = 1, 0.01
     url = file_server.add("flaky.bin", CONTENT, fail_first=2)
     [item] = body(await open_api(sign(data=[{"name": "flaky.bin", "url": url, "sha256": SHA}])))["data"]
     job = await job_of(jp_fetch, item["job"])
