@@ -735,3 +735,35 @@ async def test_no_etag_added(proxy_fetch, token):
     r = await proxy_fetch("bytes", token=token, params={"n": "100"})
     assert r.code == 200 and len(r.body) == 100
     assert "Etag" not in r.headers
+
+
+async def test_websocket_oversized_control_frame_closes_both_with_1002(
+    server, backend_port, token, bridge
+):
+    # Given a 1000-byte message limit, when the client sends a "ping" whose
+    # header declares 2^40 bytes and then streams 25 MiB (issue #9, item 8)
+    bridge.port_proxy.websocket_max_message_size = 1000
+    req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
+    ws = await websocket_connect(req)
+    await ws.write_message("hi")
+    assert await ws.read_message() == "hi"
+    stream = ws.protocol.stream
+    stream.write(b"\x89\xff" + (1 << 40).to_bytes(8, "big") + b"\x00\x00\x00\x00")
+    piece = b"x" * (1024 * 1024)
+    for _ in range(25):
+        try:
+            await stream.write(piece)
+        except Exception:
+            break  # the proxy hung up: nothing more goes out
+    # Then the client is closed with 1002 and the backend got a 1002 close, not the bytes
+    message = await asyncio.wait_for(ws.read_message(), 10)
+    assert message is None
+    assert ws.close_code == 1002
+    codes: list = []
+    for _ in range(100):
+        r = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{backend_port}/ws-closes")
+        codes = json.loads(r.body)["codes"]
+        if 1002 in codes:
+            break
+        await asyncio.sleep(0.02)
+    assert 1002 in codes
