@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -110,6 +111,39 @@ def attempt_key(request: httputil.HTTPServerRequest, *, trust_xheaders: bool) ->
     if isinstance(address, tuple) and address:
         return str(address[0])
     return request.remote_ip or "?"
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class BadFraming(ValueError):
+    """The request's body framing is ambiguous; it must not reach a backend."""
+
+
+def request_body_framing(headers: httputil.HTTPHeaders) -> str:
+    """``none``, ``length`` or ``chunked`` for a client's request body.
+
+    Checked before the request head goes anywhere, strictly, so that no
+    backend parser (however lenient) can read a different body length than
+    we relay: one ``Content-Length`` of digits only; ``Transfer-Encoding``
+    only as a single ``chunked``; never both. Anything else raises
+    :class:`BadFraming`. tornado refuses most of these itself, but only after
+    the handler's ``prepare`` (which contacts the backend) has run, and it
+    accepts repeated equal lengths (``5, 5``) that it then merges.
+    """
+    lengths = headers.get_list("Content-Length")
+    encodings = headers.get_list("Transfer-Encoding")
+    if lengths and encodings:
+        raise BadFraming("both Content-Length and Transfer-Encoding")
+    if encodings:
+        if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
+            raise BadFraming("Transfer-Encoding other than a single 'chunked'")
+        return "chunked"
+    if lengths:
+        if len(lengths) != 1 or not _DIGITS.fullmatch(lengths[0].strip()):
+            raise BadFraming("Content-Length must be one number")
+        return "length" if int(lengths[0]) else "none"
+    return "none"
 
 
 def _connection_tokens(headers: httputil.HTTPHeaders) -> set[str]:
@@ -657,8 +691,10 @@ __all__ = [
     "ProxySettings",
     "UpstreamExchange",
     "UpstreamPool",
+    "BadFraming",
     "attempt_key",
     "format_head",
+    "request_body_framing",
     "request_headers",
     "response_headers",
     "rewrite_location",

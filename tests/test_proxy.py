@@ -20,6 +20,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from .lenient_backend import LenientBackend
+
 HERE = Path(__file__).parent
 ELN = "https://eln.example.org"
 
@@ -50,9 +52,17 @@ def closed_port():
     return free_port()
 
 
+@pytest.fixture(scope="session")
+def lenient():
+    """Python's http.server on 127.0.0.1: keep-alive, body bytes left unread."""
+    backend = LenientBackend().start()
+    yield backend
+    backend.stop()
+
+
 @pytest.fixture
-def bridge_config(backend_port, closed_port):
-    return {"allowed_ports": [backend_port, closed_port], "cors_origins": [ELN]}
+def bridge_config(backend_port, closed_port, lenient):
+    return {"allowed_ports": [backend_port, closed_port, lenient.port], "cors_origins": [ELN]}
 
 
 @pytest.fixture
@@ -85,6 +95,24 @@ def proxy_fetch(jp_fetch, backend_port):
 
 def reason(response) -> str:
     return json.loads(response.body)["reason"]
+
+
+def server_path(server: str) -> str:
+    """The base URL's path (``/a%40b/``) of a ``server`` URL, for raw request lines."""
+    return "/" + server.split("/", 3)[3]
+
+
+def raw_request(server: str, data: bytes, timeout: float = 10) -> tuple[int, bytes]:
+    """Send ``data`` as is on a fresh connection; the status and body of the answer."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server)
+    with socket.create_connection((u.hostname, u.port), timeout) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock, method=data.split(b" ", 1)[0].decode())
+        response.begin()
+        return response.status, response.read()
 
 
 # -- who may pass ---------------------------------------------------------------
@@ -767,3 +795,52 @@ async def test_websocket_oversized_control_frame_closes_both_with_1002(
             break
         await asyncio.sleep(0.02)
     assert 1002 in codes
+
+
+# -- body framing is checked before the backend sees anything (issue #9, item 10) -----
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"Content-Length: 5\r\nContent-Length: 5\r\n",  # tornado merges these
+        b"Content-Length: 5, 5\r\n",  # and this
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: +5\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 0x5\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: xchunked\r\n",
+    ],
+)
+async def test_ambiguous_body_framing_is_refused_before_the_backend(
+    server, token, lenient, framing, jp_base_url
+):
+    # Given a lenient backend, when a client sends a request whose body
+    # length two parsers could read differently
+    before = len(lenient.requests)
+    path = f"{server_path(server)}lims/proxy/{lenient.port}/x"
+    data = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
+            .encode() + framing + b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, body = await asyncio.to_thread(raw_request, server, data)
+    # Then it is answered 400 bad_request and the backend saw nothing at all
+    assert status == 400
+    assert json.loads(body)["reason"] == "bad_request"
+    await asyncio.sleep(0.05)
+    assert lenient.requests[before:] == []
+
+
+async def test_plain_body_framing_still_passes(server, token, backend_port):
+    path = f"{server_path(server)}lims/proxy/{backend_port}/upload"
+    for framing, body in ((b"Content-Length: 2\r\n", b"hi"),
+                          (b"Transfer-Encoding: Chunked\r\n", b"2\r\nhi\r\n0\r\n\r\n")):
+        data = (f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
+                .encode() + framing + b"\r\n" + body)
+        status, answer = await asyncio.to_thread(raw_request, server, data)
+        assert status == 200, answer
+        assert json.loads(answer)["received"] == 2

@@ -222,14 +222,13 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             query = self.request.query
             self.redirect(prefix + "/" + (f"?{query}" if query else ""))
             return
+        try:
+            # before anything reaches the backend; "chunked": tornado de-chunks
+            # the client's body and the exchange re-frames it
+            body = proxy.request_body_framing(self.request.headers)
+        except proxy.BadFraming as e:
+            raise LimsError("bad_request", f"Ambiguous request body framing: {e}.") from None
         headers = self.upstream_headers(port, prefix, ws=self.upgrade)
-        req_headers = self.request.headers
-        if "Content-Length" in req_headers:
-            body = "length"
-        elif "Transfer-Encoding" in req_headers:
-            body = "chunked"  # tornado de-chunks the client's body; we re-frame it
-        else:
-            body = "none"
         if body != "none":
             connection = self.request.connection
             connection.set_max_body_size(_UNLIMITED_BODY)  # type: ignore[union-attr]
