@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import tornado
 from tornado import httputil
@@ -111,6 +111,20 @@ def attempt_key(request: httputil.HTTPServerRequest, *, trust_xheaders: bool) ->
     if isinstance(address, tuple) and address:
         return str(address[0])
     return request.remote_ip or "?"
+
+
+def drop_query_params(query: str, names: frozenset[str]) -> str:
+    """``query`` without the parameters whose *decoded* name is in ``names``.
+
+    Names are compared as the server decodes them (``%74oken`` and ``%5fxsrf``
+    are ``token`` and ``_xsrf`` to Jupyter as to most backends), every
+    occurrence; the parameters kept are passed on byte for byte as sent.
+    """
+    if not query:
+        return query
+    parts = query.split("&")
+    kept = [p for p in parts if unquote_plus(p.split("=", 1)[0]) not in names]
+    return query if len(kept) == len(parts) else "&".join(kept)
 
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -693,6 +707,7 @@ __all__ = [
     "UpstreamPool",
     "BadFraming",
     "attempt_key",
+    "drop_query_params",
     "format_head",
     "request_body_framing",
     "request_headers",

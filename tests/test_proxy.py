@@ -844,3 +844,58 @@ async def test_plain_body_framing_still_passes(server, token, backend_port):
         status, answer = await asyncio.to_thread(raw_request, server, data)
         assert status == 200, answer
         assert json.loads(answer)["received"] == 2
+
+
+# -- credentials in the query, in every spelling (issue #9, item 6) ---------------------
+
+_CREDENTIAL_QUERY = (
+    "token=SECRET1&_xsrf=SECRET2&%74oken=SECRET3&%5Fxsrf=SECRET4&%5fxsrf=SECRET5"
+    "&%74%6F%6B%65%6E=SECRET6&%74%6f%6b%65%6e=SECRET7&token=SECRET8&_%78srf=SECRET9"
+    "&keep=1&k%20e+y=a%2Fb&x=%74oken&token2=t&_xsrfx=y&empty&="
+)
+
+
+def _get(url: str, headers: dict[str, str]) -> bytes:
+    """A GET whose query goes out exactly as written (tornado's client would re-encode)."""
+    import urllib.request
+
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10).read()
+
+
+@pytest.mark.parametrize(
+    "query, kept",
+    [
+        (_CREDENTIAL_QUERY, "keep=1&k%20e+y=a%2Fb&x=%74oken&token2=t&_xsrfx=y&empty&="),
+        ("%74oken=SECRET1&%5Fxsrf=SECRET2&keep=1", "keep=1"),
+        ("keep=1&%74%6f%6B%65%6E=SECRET1&%5fxsrf=SECRET2", "keep=1"),
+        ("%74oken=SECRET1&%74oken=SECRET1", ""),
+        ("_xsrf=SECRET2&%74oken=SECRET1", ""),
+    ],
+)
+async def test_owner_session_query_credentials_never_reach_the_backend(
+    server, jp_auth_header, lenient, query, kept
+):
+    # Given the owner's session, when the query holds Jupyter's token and _xsrf
+    # plain, percent-encoded in either case, and repeated (a browser's link)
+    jupyter_token = jp_auth_header["Authorization"].split(" ", 1)[1]
+    for i in (1, 3, 6, 7, 8):
+        query = query.replace(f"SECRET{i}", jupyter_token)
+    url = f"{server}lims/proxy/{lenient.port}/page?{query}"
+    body = await asyncio.to_thread(_get, url, {})
+    seen = json.loads(body)["path"]
+    # Then none of them reaches the backend, and the rest passes byte for byte
+    assert jupyter_token not in seen and "SECRET" not in seen
+    assert seen == (f"/page?{kept}" if kept else "/page")
+
+
+async def test_token_caller_query_loses_every_xsrf_spelling(server, token, lenient):
+    # a proxy-token client's own ?token= is its backend's business; _xsrf never is
+    url = f"{server}lims/proxy/{lenient.port}/page?{_CREDENTIAL_QUERY}"
+    body = await asyncio.to_thread(_get, url, {"X-Proxy-Token": token})
+    seen = json.loads(body)["path"]
+    assert "SECRET2" not in seen and "SECRET4" not in seen
+    assert "SECRET5" not in seen and "SECRET9" not in seen
+    assert seen == (
+        "/page?token=SECRET1&%74oken=SECRET3&%74%6F%6B%65%6E=SECRET6&%74%6f%6b%65%6e=SECRET7"
+        "&token=SECRET8&keep=1&k%20e+y=a%2Fb&x=%74oken&token2=t&_xsrfx=y&empty&="
+    )

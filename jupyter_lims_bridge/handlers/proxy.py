@@ -22,7 +22,6 @@ import json
 from collections.abc import Awaitable
 from http.client import responses
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import JupyterHandler
@@ -40,6 +39,8 @@ _CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _CORS_HEADERS = "X-Proxy-Token, Content-Type"
 # a proxied body has no size limit of ours; tornado's default (100 MiB) would cut it
 _UNLIMITED_BODY = 1 << 62
+_QUERY_CREDENTIALS = frozenset({"_xsrf"})
+_SESSION_QUERY_CREDENTIALS = frozenset({"_xsrf", "token"})
 
 
 class _ProxyAuthMixin(BridgeMixin):
@@ -137,13 +138,12 @@ class _ProxyAuthMixin(BridgeMixin):
         prefix = self.proxy_prefix(port_text)
         path = self.request.path
         target = path if self.absolute else (path[len(prefix) :] or "/")
-        query = self.request.query
-        if query and ("_xsrf=" in query or (self.proxy_via == "session" and "token=" in query)):
-            # Jupyter's XSRF value, and the owner's Jupyter token that may have
-            # come in the query, are not the backend's
-            dropped = {"_xsrf", "token"} if self.proxy_via == "session" else {"_xsrf"}
-            query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-                               if k not in dropped])
+        # Jupyter's XSRF value, and the owner's Jupyter token that may have come
+        # in the query, are not the backend's (in any spelling Jupyter decodes)
+        query = proxy.drop_query_params(
+            self.request.query,
+            _SESSION_QUERY_CREDENTIALS if self.proxy_via == "session" else _QUERY_CREDENTIALS,
+        )
         return f"{target}?{query}" if query else target
 
     def upstream_headers(self, port: int, prefix: str, *, ws: bool = False) -> httputil.HTTPHeaders:
