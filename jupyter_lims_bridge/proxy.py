@@ -66,6 +66,9 @@ TOKEN_HEADER = "X-Proxy-Token"
 # has already answered ``100-continue`` to the client; ``Host`` is rewritten.
 _DROP_REQUEST = HOP_BY_HOP | {"x-proxy-token", "expect", "host", "cookie", "x-xsrftoken",
                               "x-csrftoken"}
+# Set from the request as this server sees it; a client's own values never pass.
+_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+                         "x-forwarded-port", "x-forwarded-prefix", "forwarded", "x-real-ip"})
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
 _CORS_PREFIX = "access-control-"
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -93,24 +96,34 @@ def strip_jupyter_cookies(header: str, extra: frozenset[str] = frozenset()) -> s
     return "; ".join(kept)
 
 
+def peer_address(request: httputil.HTTPServerRequest) -> str | None:
+    """The TCP peer's address (whatever headers say)."""
+    address = getattr(getattr(request.connection, "context", None), "address", None)
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return None
+
+
 def attempt_key(request: httputil.HTTPServerRequest, *, trust_xheaders: bool) -> str:
-    """The client address failed proxy-token attempts are counted under.
+    """The client address failed proxy-token attempts are counted under (and
+    the ``X-Real-Ip``/``Forwarded: for=`` the backend is told).
 
     The TCP peer; behind a front proxy (``ServerApp.trust_xheaders``, which
     JupyterHub's single-user server sets) the last ``X-Forwarded-For`` entry,
     the one that proxy appended. Never ``X-Real-Ip``, which tornado would
     prefer: configurable-http-proxy passes a client's own value through, so a
     client could pick a new address for every guess.
+
+    Trust assumption: ``trust_xheaders`` is on only when every request comes
+    through a front proxy that appends the real peer to ``X-Forwarded-For``.
+    Without one, the client writes that entry itself and may claim any address.
     """
     if trust_xheaders:
         forwarded = request.headers.get("X-Forwarded-For", "")
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last:
             return last
-    address = getattr(getattr(request.connection, "context", None), "address", None)
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return request.remote_ip or "?"
+    return peer_address(request) or request.remote_ip or "?"
 
 
 def drop_query_params(query: str, names: frozenset[str]) -> str:
@@ -327,11 +340,16 @@ def _alive(stream: IOStream) -> bool:
     return False
 
 
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def request_headers(
     incoming: httputil.HTTPHeaders,
     *,
     port: int,
-    remote_ip: str | None,
+    peer: str | None,
+    client: str | None,
     protocol: str,
     host: str,
     prefix: str,
@@ -339,7 +357,15 @@ def request_headers(
     websocket: bool = False,
     jupyter_cookies: frozenset[str] = frozenset(),
 ) -> httputil.HTTPHeaders:
-    """The headers sent upstream, per the proxy's header hygiene."""
+    """The headers sent upstream, per the proxy's header hygiene.
+
+    ``peer`` is the TCP peer, ``client`` the client address as :func:`attempt_key`
+    decides it, ``protocol`` and ``host`` the request as this server sees it
+    (tornado's, which honour the front proxy under ``trust_xheaders``). What a
+    client wrote itself in ``X-Forwarded-Host``/``-Proto``/``-Port``/``-Prefix``,
+    ``Forwarded`` or ``X-Real-Ip`` never reaches the backend: a backend building
+    URLs from them would send the user to the client's choice of host.
+    """
     drop = _DROP_REQUEST | _connection_tokens(incoming)
     if websocket:
         # the client's handshake (Sec-WebSocket-*) goes to the backend as it
@@ -349,7 +375,7 @@ def request_headers(
     out = httputil.HTTPHeaders()
     for name, value in incoming.get_all():
         lname = name.lower()
-        if lname in drop:
+        if lname in drop or lname in _FORWARDING:
             continue
         if lname == "authorization" and (
             drop_authorization or value.split(" ", 1)[0].lower() == "token"
@@ -363,13 +389,22 @@ def request_headers(
         if cookie:
             out["Cookie"] = cookie
     out["Host"] = f"127.0.0.1:{port}"
-    xff = incoming.get("X-Forwarded-For")
-    if remote_ip:
-        out["X-Forwarded-For"] = f"{xff}, {remote_ip}" if xff else remote_ip
-    # a front proxy's (configurable-http-proxy's) view of the original request wins
-    out["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto") or protocol
-    out["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host") or host
+    # each hop appends its peer: the chain as it came (a front proxy's entry
+    # last), then whoever connected to us
+    xff = ", ".join(incoming.get_list("X-Forwarded-For"))
+    if peer:
+        out["X-Forwarded-For"] = f"{xff}, {peer}" if xff else peer
+    elif xff:
+        out["X-Forwarded-For"] = xff
+    if client:
+        out["X-Real-Ip"] = client
+    out["X-Forwarded-Proto"] = protocol
+    out["X-Forwarded-Host"] = host
     out["X-Forwarded-Prefix"] = prefix
+    node = f"[{client}]" if client and ":" in client else client
+    out["Forwarded"] = (
+        (f"for={_quoted(node)};" if node else "") + f"host={_quoted(host)};proto={protocol}"
+    )
     if websocket:
         out["Connection"] = "Upgrade"
         out["Upgrade"] = "websocket"
@@ -707,6 +742,7 @@ __all__ = [
     "UpstreamPool",
     "BadFraming",
     "attempt_key",
+    "peer_address",
     "drop_query_params",
     "format_head",
     "request_body_framing",

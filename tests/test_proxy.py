@@ -899,3 +899,55 @@ async def test_token_caller_query_loses_every_xsrf_spelling(server, token, lenie
         "/page?token=SECRET1&%74oken=SECRET3&%74%6F%6B%65%6E=SECRET6&%74%6f%6b%65%6e=SECRET7"
         "&token=SECRET8&keep=1&k%20e+y=a%2Fb&x=%74oken&token2=t&_xsrfx=y&empty&="
     )
+
+
+# -- forwarding headers come from the proxy, not the client (issue #9, item 9) ------------
+
+
+async def test_client_forwarding_headers_do_not_reach_the_backend(
+    proxy_fetch, token, jp_base_url, backend_port, jp_http_port
+):
+    # Given a client writing its own forwarding headers (a backend building
+    # URLs from them would redirect the user to the attacker's host)
+    r = await proxy_fetch(
+        "echo",
+        token=token,
+        headers={
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Port": "4443",
+            "X-Forwarded-Prefix": "/evil",
+            "Forwarded": "for=6.6.6.6;host=evil.example;proto=https",
+            "X-Real-Ip": "6.6.6.6",
+            "X-Forwarded-For": "6.6.6.6",
+        },
+    )
+    assert r.code == 200
+    seen = json.loads(r.body)["headers"]
+    # Then the backend sees the request as the proxy saw it
+    assert "evil" not in json.dumps(seen)
+    assert seen["x-forwarded-host"] == [f"127.0.0.1:{jp_http_port}"]
+    assert seen["x-forwarded-proto"] == ["http"]
+    assert "x-forwarded-port" not in seen
+    assert seen["x-forwarded-prefix"] == [f"{jp_base_url}lims/proxy/{backend_port}"]
+    assert seen["x-real-ip"] == ["127.0.0.1"]
+    assert seen["forwarded"] == [f'for="127.0.0.1";host="127.0.0.1:{jp_http_port}";proto=http']
+    # X-Forwarded-For is a chain each hop appends to: the client's part, then our peer
+    assert seen["x-forwarded-for"] == ["6.6.6.6, 127.0.0.1"]
+
+
+async def test_forwarding_headers_behind_a_trusted_front_proxy(proxy_fetch, token, bridge,
+                                                               jp_http_port):
+    # Behind JupyterHub's proxy (trust_xheaders), the client is the entry that
+    # proxy appended and the protocol is the one it reported; X-Real-Ip from the
+    # client (which configurable-http-proxy passes through) is not believed
+    bridge.port_proxy.trust_xheaders = True
+    r = await proxy_fetch("echo", token=token, headers={
+        "X-Forwarded-For": "6.6.6.6, 203.0.113.7", "X-Real-Ip": "6.6.6.6",
+        "X-Forwarded-Host": "evil.example",
+    })
+    seen = json.loads(r.body)["headers"]
+    assert seen["x-real-ip"] == ["203.0.113.7"]
+    assert seen["forwarded"][0].startswith('for="203.0.113.7";')
+    assert seen["x-forwarded-host"] == [f"127.0.0.1:{jp_http_port}"]
+    assert seen["x-forwarded-for"] == ["6.6.6.6, 203.0.113.7, 127.0.0.1"]

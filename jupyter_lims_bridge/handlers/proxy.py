@@ -150,7 +150,10 @@ class _ProxyAuthMixin(BridgeMixin):
         return proxy.request_headers(
             self.request.headers,
             port=port,
-            remote_ip=self.request.remote_ip,
+            peer=proxy.peer_address(self.request),
+            client=proxy.attempt_key(
+                self.request, trust_xheaders=self.bridge.port_proxy.trust_xheaders
+            ),
             protocol=self.request.protocol,
             host=self.request.host,
             prefix=prefix,

@@ -66,7 +66,9 @@ def proxy_token(hub, backend) -> str:
 
 def test_token_alone_reaches_the_service(hub, backend, proxy_token):
     url = hub.user_url(USER) + f"lims/proxy/{backend}/echo/x?y=1"
-    r = requests.get(url, headers={"X-Proxy-Token": proxy_token}, timeout=30,
+    forged = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https",
+              "Forwarded": "host=evil.example", "X-Real-Ip": "10.6.6.6"}
+    r = requests.get(url, headers={"X-Proxy-Token": proxy_token, **forged}, timeout=30,
                      allow_redirects=False)
     assert r.status_code == 200, r.text
     echo = r.json()
@@ -74,6 +76,10 @@ def test_token_alone_reaches_the_service(hub, backend, proxy_token):
     seen = json.dumps(echo["headers"])
     assert proxy_token not in seen
     assert echo["headers"]["x-forwarded-prefix"] == [f"/user/{USER}/lims/proxy/{backend}"]
+    # the hub's view of the request, not the client's claims (issue #9, item 9)
+    assert "evil.example" not in seen and "10.6.6.6" not in seen
+    assert echo["headers"]["x-forwarded-host"] == [hub.user_url(USER).split("/")[2]]
+    assert echo["headers"]["x-forwarded-proto"] == ["http"]
 
 
 def test_without_token_401(hub, backend, proxy_token):
