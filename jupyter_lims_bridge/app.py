@@ -265,7 +265,12 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         help="""Who may use the port proxy at start-up: ``token`` (the owner's session or
         a proxy token), ``open`` (anyone who can reach the server) or ``disabled``.
         The owner can change it at run time. Default: ``"token"``.
-        Environment: ``LIMS_BRIDGE_PROXY_MODE``.""",
+        Environment: ``LIMS_BRIDGE_PROXY_MODE``.
+        Failed proxy-token attempts are limited per client address: the TCP peer, or
+        with ``ServerApp.trust_xheaders`` (JupyterHub turns it on) the last
+        ``X-Forwarded-For`` entry. Turn ``trust_xheaders`` on only behind a front proxy
+        that appends that entry (configurable-http-proxy does); without one a client
+        claims any address. A valid token always passes.""",
     ).tag(config=True)
 
     cors_origins = List(

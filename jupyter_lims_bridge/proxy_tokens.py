@@ -240,12 +240,15 @@ class ProxyTokenStore:
 
     # -- the proxy's check ---------------------------------------------------------
 
-    def check(self, token: str | None, port: int, client: str | None = None) -> dict[str, Any]:
+    def check(
+        self, token: str | None, port: int, client: str | None = None, *, quiet: bool = False
+    ) -> dict[str, Any]:
         """The record of a valid ``token`` for ``port``, or a :class:`LimsError`.
 
         ``port_not_allowed`` here means outside the token's own scope; the
         caller checks ``allowed_ports`` afterwards, so only a valid token
-        learns anything about ports.
+        learns anything about ports. ``quiet``: a failure emits no event (the
+        caller already knows this client is guessing).
         """
         if not token:
             raise LimsError("token_missing", "No proxy token was given (header X-Proxy-Token).")
@@ -260,7 +263,8 @@ class ProxyTokenStore:
             if candidate is not None and hmac.compare_digest(candidate["hash"], digest):
                 rec = candidate
         if rec is None:
-            self._failed("token_invalid", port, client)
+            if not quiet:
+                self._failed("token_invalid", port, client)
             raise LimsError("token_invalid", "The proxy token is not valid.")
         now = self.clock()
         expires = rec.get("expiresAt")
@@ -310,9 +314,14 @@ class ProxyTokenStore:
 class AttemptLimiter:
     """Failed proxy-token attempts per client address in a sliding window.
 
-    After ``max_failures`` failures within ``window`` seconds a client is
-    refused with ``too_many_attempts`` until the window has passed, valid
-    token or not, so guessing cannot be sped up by interleaving a good token.
+    After ``max_failures`` failures within ``window`` seconds a client's
+    further *wrong* tokens are answered ``too_many_attempts`` until the window
+    has passed. A valid token is never held back (the caller asks
+    :meth:`over_limit` and counts only failures): the address is whatever
+    ``attempt_key`` believes, so a limit on good tokens would let anyone who
+    can claim an address lock its real client out. What keeps tokens from
+    being guessed is their 256 random bits; the limiter keeps guessing loops
+    out of the events and answers them with 429.
     """
 
     def __init__(self, max_failures: int = 10, window: float = 60.0, max_clients: int = 10000):
@@ -321,16 +330,22 @@ class AttemptLimiter:
         self.max_clients = max_clients
         self._failures: dict[str, list[float]] = {}
 
-    def check(self, client: str) -> None:
+    def over_limit(self, client: str) -> bool:
+        """Whether ``client`` has used up its failures for the window."""
         times = self._failures.get(client)
         if not times:
-            return
+            return False
         now = time.monotonic()
         while times and times[0] <= now - self.window:
             times.pop(0)
         if not times:
             del self._failures[client]
-        elif len(times) >= self.max_failures:
+            return False
+        return len(times) >= self.max_failures
+
+    def check(self, client: str) -> None:
+        """``too_many_attempts`` when :meth:`over_limit`."""
+        if self.over_limit(client):
             raise LimsError("too_many_attempts")
 
     def failed(self, client: str) -> None:

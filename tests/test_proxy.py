@@ -262,15 +262,45 @@ async def test_disabled_mode_refuses_everyone(proxy_fetch, jp_fetch, bridge, tok
     assert (r.code, reason(r)) == (403, "proxy_disabled")
 
 
-async def test_too_many_attempts(proxy_fetch, token):
+async def test_too_many_attempts(proxy_fetch, token, bridge):
+    events = []
+    bridge.port_proxy.event_logger = bridge.proxy_tokens.event_logger = type(
+        "L", (), {"emit": lambda self, schema_id, data: events.append(data)}
+    )()
     for _ in range(10):
         r = await proxy_fetch("echo", token="jlb_guess")
-        assert r.code == 401
+        assert (r.code, reason(r)) == (401, "token_invalid")
+    # Then further wrong tokens from that client get 429 (and no event each)
+    for _ in range(5):
+        r = await proxy_fetch("echo", token="jlb_guess")
+        assert (r.code, reason(r)) == (429, "too_many_attempts")
+    assert sum(e.get("action") == "use_failed" for e in events) == 10
+
+
+async def test_a_valid_token_passes_while_its_address_is_over_the_limit(proxy_fetch, token):
+    # Given someone guessing from the client's own address (issue #9, item 7)
+    for _ in range(12):
+        r = await proxy_fetch("echo", token="jlb_guess")
+        assert r.code in (401, 429)
+    # Then the client with a valid token is never refused, and is not counted
+    for _ in range(3):
+        r = await proxy_fetch("echo", token=token)
+        assert r.code == 200, r.body
     r = await proxy_fetch("echo", token="jlb_guess")
     assert (r.code, reason(r)) == (429, "too_many_attempts")
-    # even a good token waits: guessing cannot be interleaved with real use
-    r = await proxy_fetch("echo", token=token)
-    assert (r.code, reason(r)) == (429, "too_many_attempts")
+
+
+async def test_a_claimed_address_cannot_be_locked_out(proxy_fetch, token, bridge):
+    # Given trust_xheaders without a front proxy (a misconfiguration), a client
+    # writes X-Forwarded-For itself: it can pick the address its failures count
+    # under, but a valid token from that address still passes
+    bridge.port_proxy.trust_xheaders = True
+    victim = {"X-Forwarded-For": "198.51.100.2"}
+    for _ in range(15):
+        r = await proxy_fetch("echo", token="jlb_guess", headers=victim)
+        assert r.code in (401, 429)
+    r = await proxy_fetch("echo", token=token, headers=victim)
+    assert r.code == 200, r.body
 
 
 async def test_attempts_count_per_forwarded_client_behind_a_front_proxy(proxy_fetch, token,
@@ -282,12 +312,12 @@ async def test_attempts_count_per_forwarded_client_behind_a_front_proxy(proxy_fe
         r = await proxy_fetch("echo", token="jlb_guess",
                               headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": f"10.0.0.{i}"})
         assert r.code == 401
-    r = await proxy_fetch("echo", token=token,
+    r = await proxy_fetch("echo", token="jlb_guess",
                           headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": "10.9.9.9"})
     assert (r.code, reason(r)) == (429, "too_many_attempts")
     # another client behind the same proxy is not held back
-    r = await proxy_fetch("echo", token=token, headers={"X-Forwarded-For": "198.51.100.2"})
-    assert r.code == 200
+    r = await proxy_fetch("echo", token="jlb_guess2", headers={"X-Forwarded-For": "198.51.100.2"})
+    assert (r.code, reason(r)) == (401, "token_invalid")
 
 
 async def test_backend_unavailable(proxy_fetch, token, closed_port):

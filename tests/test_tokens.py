@@ -243,6 +243,7 @@ def test_attempt_limiter():
     with pytest.raises(LimsError) as e:
         limiter.check("1.2.3.4")
     assert (e.value.reason, e.value.status) == ("too_many_attempts", 429)
+    assert limiter.over_limit("1.2.3.4") and not limiter.over_limit("5.6.7.8")
     limiter.check("5.6.7.8")  # other clients are not affected
 
 

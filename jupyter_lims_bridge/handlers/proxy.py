@@ -108,15 +108,26 @@ class _ProxyAuthMixin(BridgeMixin):
             raise LimsError("port_not_allowed")
         return port
 
-    def _check_token(self, token: str, port: int) -> None:
+    def _check_token(self, token: str, port: int) -> dict[str, Any]:
+        """The valid token's record, or a :class:`LimsError`.
+
+        A valid token always passes: the limiter sees failures only, so nobody
+        guessing from the same address (or, with ``trust_xheaders`` and no front
+        proxy, claiming it) can lock a real client out. A client over the limit
+        gets ``too_many_attempts`` for each further wrong token, and those
+        failures emit no event each (a guessing loop cannot flood the event log).
+        """
         bridge = self.bridge
         client = proxy.attempt_key(self.request, trust_xheaders=bridge.port_proxy.trust_xheaders)
-        bridge.proxy_attempts.check(client)
+        over_limit = bridge.proxy_attempts.over_limit(client)
         try:
-            bridge.proxy_tokens.check(token, port, client)
+            return bridge.proxy_tokens.check(token, port, client, quiet=over_limit)
         except LimsError as e:
-            if e.reason != "port_not_allowed":  # a valid token used on the wrong port is no guess
-                bridge.proxy_attempts.failed(client)
+            if e.reason == "port_not_allowed":  # a valid token used on the wrong port is no guess
+                raise
+            if over_limit:
+                raise LimsError("too_many_attempts") from None
+            bridge.proxy_attempts.failed(client)
             raise
 
     async def _check_session(self) -> None:
