@@ -1,6 +1,7 @@
 """Streaming HTTP/1.1 relay to services on ``127.0.0.1:<port>``.
 
-Owns: the pool of keep-alive upstream connections; the request head written
+Owns: the pool of keep-alive upstream connections (kept apart per caller,
+reused only between two messages); the request head written
 from the parsed request; the response head parsed; bodies relayed stream to
 stream in 256 KiB pieces read into reusable buffers, with backpressure both
 ways; header hygiene (hop-by-hop, Jupyter cookies, the proxy token, forwarded
@@ -45,7 +46,6 @@ CHUNK = 256 * 1024
 HEAD_LIMIT = 64 * 1024
 UPLOAD_HIGH_WATER = 1024 * 1024
 SMALL_BODY = 64 * 1024
-FRESH = 1.0
 
 # RFC 9110 7.6.1 plus the legacy ones still seen in the wild.
 HOP_BY_HOP = frozenset(
@@ -259,29 +259,43 @@ class BackendUnavailable(Exception):
 
 
 class UpstreamPool:
-    """Idle keep-alive connections to 127.0.0.1, per port, newest first; and
-    the relay buffers, reused across requests (allocating 2 x 256 KiB per
-    request would cost more than a small request itself)."""
+    """Idle keep-alive connections to 127.0.0.1, kept apart per ``(port, caller)``,
+    newest first; and the relay buffers, reused across requests (allocating
+    2 x 256 KiB per request would cost more than a small request itself).
 
-    def __init__(self, max_idle_per_port: int = 64, idle_timeout: float = 60.0) -> None:
+    ``caller`` is who was let in: ``"session"`` (the owner's Jupyter session),
+    ``"token:<id>"`` (one proxy token) or ``"open"`` (mode ``open``). A
+    connection is pooled only for the caller whose exchange it carried, so even
+    a backend that loses track of message boundaries (reads no body on a GET,
+    sends one after a HEAD) can hand that caller's bytes to nobody else. And a
+    connection is pooled only when its exchange ended exactly at a message
+    boundary: nothing in tornado's read buffer, no read or write pending; it
+    is reused only if that still holds and the socket has nothing unread.
+    """
+
+    def __init__(
+        self, max_idle_per_port: int = 64, idle_timeout: float = 60.0, max_idle: int = 256
+    ) -> None:
         self.max_idle_per_port = max_idle_per_port
         self.idle_timeout = idle_timeout
-        self._idle: dict[int, list[tuple[IOStream, float]]] = {}
+        self.max_idle = max_idle
+        self._idle: dict[tuple[int, str], list[tuple[IOStream, float]]] = {}
+        self._idle_count = 0
+        self._next_prune = 0.0
         self._buffers: list[tuple[memoryview, memoryview]] = []
         #: connections opened so far (the benchmark reports connects per request)
         self.connects = 0
 
-    async def acquire(self, port: int) -> tuple[IOStream, bool]:
-        """A connected stream and whether it was reused from the pool."""
-        idle = self._idle.get(port)
+    async def acquire(self, port: int, caller: str) -> tuple[IOStream, bool]:
+        """A connected stream for ``caller`` and whether it was reused from the pool."""
+        idle = self._idle.get((port, caller))
         now = time.monotonic()
         while idle:
             stream, since = idle.pop()
-            idle_for = now - since
-            # a connection released within the last second skips the peek (one
-            # syscall per request under load); keep-alive timeouts are longer,
-            # and a bodiless request is retried once on a fresh connection anyway
-            if idle_for < self.idle_timeout and (idle_for < FRESH or _alive(stream)):
+            self._idle_count -= 1
+            # one non-blocking peek per reuse (a few microseconds): it sees the
+            # backend's FIN and any byte that arrived after the exchange ended
+            if now - since < self.idle_timeout and _quiescent(stream) and _alive(stream):
                 return stream, True
             stream.close()
         return await self._connect(port), False
@@ -308,20 +322,55 @@ class UpstreamPool:
         if len(self._buffers) < 16:
             self._buffers.append(buffers)
 
-    def release(self, port: int, stream: IOStream) -> None:
-        if stream.closed():
-            return
-        idle = self._idle.setdefault(port, [])
-        if len(idle) >= self.max_idle_per_port:
+    def release(self, port: int, caller: str, stream: IOStream) -> None:
+        """Keep ``stream`` for ``caller``'s next request on ``port``, if it is
+        exactly between two messages; else close it."""
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._prune(now)
+        if not _quiescent(stream):
             stream.close()
             return
-        idle.append((stream, time.monotonic()))
+        idle = self._idle.setdefault((port, caller), [])
+        if len(idle) >= self.max_idle_per_port or self._idle_count >= self.max_idle:
+            stream.close()
+            return
+        idle.append((stream, now))
+        self._idle_count += 1
+
+    def _prune(self, now: float) -> None:
+        # idle lists of callers that stopped coming (a revoked token) would
+        # otherwise hold their sockets until the server stops
+        self._next_prune = now + self.idle_timeout / 2
+        for key, idle in list(self._idle.items()):
+            fresh = [(s, t) for s, t in idle if now - t < self.idle_timeout and not s.closed()]
+            for stream, since in idle:
+                if now - since >= self.idle_timeout:
+                    stream.close()
+            self._idle_count -= len(idle) - len(fresh)
+            if fresh:
+                self._idle[key] = fresh
+            else:
+                del self._idle[key]
 
     def close(self) -> None:
         for idle in self._idle.values():
             for stream, _ in idle:
                 stream.close()
         self._idle.clear()
+        self._idle_count = 0
+
+
+def _quiescent(stream: IOStream) -> bool:
+    """Whether the last exchange on ``stream`` ended exactly at a message
+    boundary: not closed, nothing buffered by tornado, no read or write pending.
+
+    tornado keeps no public size of its read buffer; ``_read_buffer_size`` is
+    there on the tested versions (6.5, 6.6). Without it nothing is pooled.
+    """
+    if stream.closed() or stream.reading() or stream.writing():
+        return False
+    return getattr(stream, "_read_buffer_size", None) == 0
 
 
 def _alive(stream: IOStream) -> bool:
@@ -473,14 +522,18 @@ class UpstreamExchange:
     the pool when the exchange ended cleanly, else closes it.
     """
 
-    def __init__(self, pool: UpstreamPool, port: int) -> None:
+    def __init__(self, pool: UpstreamPool, port: int, caller: str) -> None:
         self.pool = pool
         self.port = port
+        #: who was let in (see UpstreamPool): the connection is pooled for them only
+        self.caller = caller
         self.stream: IOStream | None = None
         self.reused = False
         self.chunked_body = False
         self.body_sent = False
         self.reusable = False
+        #: whether this exchange may leave its connection in the pool at all
+        self.poolable = True
         self.failed: BaseException | None = None
         self._head: bytes = b""
         self._no_body = True
@@ -490,16 +543,30 @@ class UpstreamExchange:
         """Connect (or reuse) and write the request head.
 
         ``body`` is ``"none"``, ``"length"`` (a Content-Length is in
-        ``headers``) or ``"chunked"`` (pieces are framed here)."""
+        ``headers``) or ``"chunked"`` (pieces are framed here).
+
+        A request with a body, and any HEAD, goes out with ``Connection: close``
+        and its connection is never pooled. Whether a backend consumed a body
+        cannot be seen from here: Python's ``http.server`` reads none on a GET,
+        and any backend may answer a POST before reading it; the unread bytes
+        would then be parsed as the next request on that connection. And
+        whether a HEAD answer was really bodiless is not certain either. Bodies
+        are relayed rather than refused (GET/DELETE with a body is used by real
+        APIs); the price is one loopback connect for such requests.
+        """
         self.chunked_body = body == "chunked"
         if self.chunked_body:
             headers["Transfer-Encoding"] = "chunked"
-        self._head = format_head(f"{method} {target} HTTP/1.1", headers)
         self.body_sent = self._no_body = body == "none"
+        if not self._no_body or method == "HEAD":
+            self.poolable = False
+            if headers.get("Upgrade") is None:
+                headers["Connection"] = "close"
+        self._head = format_head(f"{method} {target} HTTP/1.1", headers)
         await self._open()
 
     async def _open(self) -> None:
-        self.stream, self.reused = await self.pool.acquire(self.port)
+        self.stream, self.reused = await self.pool.acquire(self.port, self.caller)
         try:
             self.stream.write(self._head)
         except StreamClosedError as e:
@@ -601,7 +668,8 @@ class UpstreamExchange:
         else:
             return None
         self.reusable = (
-            _keep_alive(self._start, self._headers) and self.body_sent and self.failed is None
+            self.poolable and _keep_alive(self._start, self._headers) and self.body_sent
+            and self.failed is None
         )
         return body
 
@@ -653,7 +721,7 @@ class UpstreamExchange:
             self.failed = e
             stream.close()
             raise BackendUnavailable(str(e)) from None
-        self.reusable = reusable and self.body_sent and self.failed is None
+        self.reusable = self.poolable and reusable and self.body_sent and self.failed is None
 
     async def _relay_exact(self, remaining: int, write: Callable[[Any], Awaitable[None]]) -> None:
         stream = self.stream
@@ -714,7 +782,7 @@ class UpstreamExchange:
         if self.stream is None:
             return
         if self.reusable and not self.stream.closed():
-            self.pool.release(self.port, self.stream)
+            self.pool.release(self.port, self.caller, self.stream)
         else:
             self.stream.close()
         self.stream = None

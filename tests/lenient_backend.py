@@ -11,6 +11,7 @@ parses is recorded in ``requests`` (method, path, headers).
 - ``HEAD /<anything>``: the GET's head, no body
 - ``HEAD /head-with-body``: the head *and* a body (a broken but real backend)
 - ``POST|PUT /<anything>``: answers at once, before reading the body
+- ``GET /double``: its answer twice, in one write
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def do_GET(self) -> None:
+        if self.path.startswith("/double"):
+            # the answer twice in one write: the second copy is already in the
+            # proxy's read buffer when it has read the first
+            self.server.requests.append((self.command, self.path, {}))  # type: ignore[attr-defined]
+            payload = json.dumps({"method": "GET", "path": self.path}).encode()
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n\r\n").encode()
+            self.wfile.write((head + payload) * 2)
+            return
         self._answer()
 
     do_DELETE = do_OPTIONS = do_POST = do_PUT = do_PATCH = do_GET

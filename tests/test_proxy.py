@@ -981,3 +981,117 @@ async def test_forwarding_headers_behind_a_trusted_front_proxy(proxy_fetch, toke
     assert seen["forwarded"][0].startswith('for="203.0.113.7";')
     assert seen["x-forwarded-host"] == [f"127.0.0.1:{jp_http_port}"]
     assert seen["x-forwarded-for"] == ["6.6.6.6, 203.0.113.7, 127.0.0.1"]
+
+
+# -- pooled connections never carry one caller's bytes to another (issue #9, item 1) ------
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def _attack(server: str, port: int, token: str, method: str, path: str = "/x",
+            body: bytes = SMUGGLED) -> tuple[int, bytes]:
+    """A proxy-token client's request whose body is itself a request."""
+    head = (f"{method} {server_path(server)}lims/proxy/{port}{path} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return raw_request(server, head + body)
+
+
+async def _owner_get(jp_fetch, port: int, path: str) -> dict:
+    r = await jp_fetch("lims", "proxy", str(port), path, raise_error=False)
+    assert r.code == 200, r.body
+    return json.loads(r.body)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "OPTIONS", "POST"])
+async def test_a_smuggled_request_in_a_body_reaches_nobody_else(
+    server, token, lenient, jp_fetch, method
+):
+    # Given a backend that leaves bodies unread (http.server, keep-alive; its
+    # POST answers before reading the body) and a proxy-token client that sends
+    # a request with a body that is itself a request
+    status, _ = await asyncio.to_thread(_attack, server, lenient.port, token, method)
+    assert status == 200
+    await asyncio.sleep(0.1)  # the backend has answered the smuggled request by now
+    # When the owner then uses the proxy, it gets the answer to its own request
+    assert (await _owner_get(jp_fetch, lenient.port, "owner-private"))["path"] == "/owner-private"
+    # and the attacker's next request gets its own answer, not the owner's page
+    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/next",
+                                {"X-Proxy-Token": token})
+    assert json.loads(r)["path"] == "/next"
+    # and the backend never parsed the body as a request of its own
+    assert not any(path == "/smuggled" for _, path, _ in lenient.requests)
+
+
+async def test_a_head_answered_with_a_body_does_not_desync_the_next_request(
+    server, token, lenient, jp_fetch
+):
+    # Given a backend that (wrongly) sends a body after a HEAD's head
+    r = await asyncio.to_thread(
+        lambda: raw_request(server, (
+            f"HEAD {server_path(server)}lims/proxy/{lenient.port}/head-with-body HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n\r\n").encode()))
+    assert r[0] == 200
+    await asyncio.sleep(0.05)
+    # Then the next request of the same caller, and the owner's, get their own answers
+    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/mine",
+                                {"X-Proxy-Token": token})
+    assert json.loads(r)["path"] == "/mine"
+    assert (await _owner_get(jp_fetch, lenient.port, "owner"))["path"] == "/owner"
+
+
+async def test_bytes_left_in_the_read_buffer_unpool_the_connection(server, token, lenient):
+    # Given a backend whose answer arrives twice in one write (the second copy
+    # sits in tornado's read buffer once the first is read)
+    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/double",
+                                {"X-Proxy-Token": token})
+    assert json.loads(r)["path"] == "/double"
+    # Then the same caller's next request is not answered with the leftover copy
+    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/after",
+                                {"X-Proxy-Token": token})
+    assert json.loads(r)["path"] == "/after"
+
+
+async def test_pooled_connections_are_kept_apart_per_caller(proxy_fetch, bridge, jp_fetch,
+                                                            backend_port):
+    # Given two proxy tokens and the owner's session, each reusing its connections
+    a = bridge.proxy_tokens.create("a")["token"]
+    b = bridge.proxy_tokens.create("b")["token"]
+    peers: dict[str, set[bytes]] = {"a": set(), "b": set(), "owner": set()}
+    for _ in range(3):
+        peers["a"].add((await proxy_fetch("peer", token=a)).body)
+        peers["b"].add((await proxy_fetch("peer", token=b)).body)
+        peers["owner"].add((await jp_fetch("lims", "proxy", str(backend_port), "peer")).body)
+    # Then each caller kept one connection of its own, shared with nobody
+    assert all(len(p) == 1 for p in peers.values()), peers
+    assert len(peers["a"] | peers["b"] | peers["owner"]) == 3
+
+
+def test_the_pool_keeps_only_connections_between_two_messages():
+    from jupyter_lims_bridge.proxy import UpstreamPool
+
+    class Stream:
+        def __init__(self, buffered: int, reading: bool = False) -> None:
+            self._read_buffer_size = buffered
+            self._reading = reading
+            self.closed_ = False
+
+        def closed(self) -> bool:
+            return self.closed_
+
+        def reading(self) -> bool:
+            return self._reading
+
+        def writing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            self.closed_ = True
+
+    pool = UpstreamPool()
+    for stream in (Stream(5), Stream(0, reading=True)):
+        pool.release(8050, "session", stream)  # type: ignore[arg-type]
+        assert stream.closed_
+    clean = Stream(0)
+    pool.release(8050, "session", clean)  # type: ignore[arg-type]
+    assert not clean.closed_ and pool._idle == {(8050, "session"): [(clean, pool._idle[(8050, "session")][0][1])]}

@@ -48,6 +48,8 @@ class _ProxyAuthMixin(BridgeMixin):
 
     absolute = False
     proxy_via: str = "none"
+    #: the id of the proxy token that let the request in (``proxy_via == "token"``)
+    proxy_token_id: str | None = None
     cors_origin: str | None = None
 
     # annotations for the JupyterHandler attributes used here
@@ -99,7 +101,7 @@ class _ProxyAuthMixin(BridgeMixin):
         else:
             token = self.request.headers.get(proxy.TOKEN_HEADER)
             if token:
-                self._check_token(token, port)
+                self.proxy_token_id = self._check_token(token, port)["id"]
                 self.proxy_via = "token"
             else:
                 await self._check_session()
@@ -107,6 +109,13 @@ class _ProxyAuthMixin(BridgeMixin):
         if port not in settings.ports:
             raise LimsError("port_not_allowed")
         return port
+
+    @property
+    def proxy_caller(self) -> str:
+        """Who was let in, as the upstream pool keeps callers apart."""
+        if self.proxy_via == "token":
+            return f"token:{self.proxy_token_id}"
+        return self.proxy_via
 
     def _check_token(self, token: str, port: int) -> dict[str, Any]:
         """The valid token's record, or a :class:`LimsError`.
@@ -242,6 +251,8 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             body = proxy.request_body_framing(self.request.headers)
         except proxy.BadFraming as e:
             raise LimsError("bad_request", f"Ambiguous request body framing: {e}.") from None
+        if self.upgrade and body != "none":
+            raise LimsError("bad_request", "A websocket handshake carries no body.")
         headers = self.upstream_headers(port, prefix, ws=self.upgrade)
         if body != "none":
             connection = self.request.connection
@@ -254,7 +265,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
                 connection.params = params  # type: ignore[union-attr]
                 stream = connection.stream  # type: ignore[union-attr]
                 stream.read_chunk_size = max(stream.read_chunk_size, proxy.CHUNK)
-        self.exchange = proxy.UpstreamExchange(settings.pool, port)
+        self.exchange = proxy.UpstreamExchange(settings.pool, port, self.proxy_caller)
         self._port, self._prefix = port, prefix
         try:
             await self.exchange.start(
