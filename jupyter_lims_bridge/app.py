@@ -10,6 +10,7 @@ no request logic itself.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -36,6 +37,7 @@ from traitlets import (
 from ._version import __version__
 from .claims import KeySet, OpenTokenVerifier, ReplayStore
 from .events import register_event_schemas
+from .handlers.proxy import still_admitted
 from .opener import Opener
 from .proxy import ProxySettings
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
@@ -264,7 +266,8 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         "token",
         help="""Who may use the port proxy at start-up: ``token`` (the owner's session or
         a proxy token), ``open`` (anyone who can reach the server) or ``disabled``.
-        The owner can change it at run time. Default: ``"token"``.
+        The owner can change it at run time; a change closes the live websockets and
+        streams it no longer admits. Default: ``"token"``.
         Environment: ``LIMS_BRIDGE_PROXY_MODE``.
         Failed proxy-token attempts are limited per client address: the TCP peer, or
         with ``ServerApp.trust_xheaders`` (JupyterHub turns it on) the last
@@ -398,6 +401,8 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             trust_xheaders=self.serverapp.trust_xheaders,
             jupyter_cookies=_login_cookie_names(self.serverapp),
         )
+        # live websockets and streams are closed once their client is no longer admitted
+        self.port_proxy.admits = functools.partial(still_admitted, self)
         self._add_frame_ancestors()
         self.settings["lims_bridge"] = self
 
@@ -407,6 +412,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.proxy_tokens.save_mode(mode, self._configured_proxy_mode)
         self.proxy_mode = mode
         self.port_proxy.mode = mode
+        self.port_proxy.sweep()  # at once: sessions the new mode does not admit end now
 
     def _add_frame_ancestors(self) -> None:
         if not self.embed_origins:

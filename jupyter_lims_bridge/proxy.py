@@ -7,8 +7,10 @@ stream in 256 KiB pieces read into reusable buffers, with backpressure both
 ways; header hygiene (hop-by-hop, Jupyter cookies, the proxy token, forwarded
 headers, ``Location``); the websocket handshake's headers (the frames after
 it are tunnel.py's); the proxy session events;
-and the proxy's live settings (mode, ports, CORS origins) as plain attributes
-so a request reads no traitlets.
+the proxy's live settings (mode, ports, CORS origins) as plain attributes
+so a request reads no traitlets; and the registry of live sessions
+(websockets, streamed bodies) with the sweeper that closes those whose client
+is no longer admitted (the decision itself is the handlers').
 
 Must not: authenticate anyone (handlers/proxy.py and proxy_tokens.py do),
 hold a body in memory, or connect anywhere but 127.0.0.1.
@@ -184,8 +186,30 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: How often live sessions are re-checked while any exist, seconds.
+SWEEP_PERIOD = 0.25
+
+
+class LiveSession:
+    """A websocket tunnel or a streamed HTTP body in progress, and how its
+    client got in: ``via`` ``"session"``, ``"token"`` (with ``token_id``) or
+    ``"open"``. ``close`` ends it at once (a websocket with 1008)."""
+
+    __slots__ = ("port", "via", "token_id", "kind", "close")
+
+    def __init__(self, port: int, via: str, token_id: str | None, kind: str,
+                 close: Callable[[], None]) -> None:
+        self.port = port
+        self.via = via
+        self.token_id = token_id
+        self.kind = kind
+        self.close = close
+
+
 class ProxySettings:
-    """What a proxied request needs to know, read once per request without traitlets."""
+    """What a proxied request needs to know, read once per request without
+    traitlets; and the live sessions (websockets, streamed bodies), which are
+    closed as soon as their client would no longer be let in."""
 
     def __init__(
         self,
@@ -211,6 +235,12 @@ class ProxySettings:
         #: Host header -> result of Jupyter's check_host (the handlers fill it)
         self.host_checks: dict[str, bool] = {}
         self._activity_next = 0.0
+        #: websockets and streamed bodies in progress
+        self.sessions: set[LiveSession] = set()
+        #: the admission decision re-made for a live session (the handlers'
+        #: ``still_admitted``, wired by the app); ``None``: nothing is re-checked
+        self.admits: Callable[[LiveSession], bool] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     def touch_activity(self, settings: dict[str, Any]) -> None:
         """Count proxied traffic as server activity for JupyterHub's idle culler.
@@ -222,6 +252,48 @@ class ProxySettings:
         if now >= self._activity_next:
             self._activity_next = now + 1.0
             settings["api_last_activity"] = utcnow()
+
+    # -- live sessions: closed once no longer admitted ------------------------------
+
+    def session_opened(self, port: int, via: str, token_id: str | None, kind: str,
+                       close: Callable[[], None]) -> LiveSession:
+        """Register a live session; the sweeper runs while any exist."""
+        session = LiveSession(port, via, token_id, kind, close)
+        self.sessions.add(session)
+        if self.admits is not None and (self._sweeper is None or self._sweeper.done()):
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_while_live())
+        return session
+
+    def session_closed(self, session: LiveSession | None) -> None:
+        if session is not None:
+            self.sessions.discard(session)
+
+    def sweep(self) -> int:
+        """Close every live session whose client would no longer be let in (its
+        token revoked or expired, the mode changed); how many were closed."""
+        admits = self.admits
+        if admits is None or not self.sessions:
+            return 0
+        refused = [s for s in list(self.sessions) if not admits(s)]
+        for session in refused:
+            self.sessions.discard(session)
+            log.info("lims-bridge: proxy: closing a %s on port %s: no longer admitted (via %s)",
+                     session.kind, session.port, session.via)
+            try:
+                session.close()
+            except Exception:  # one failed close must not spare the others
+                log.exception("lims-bridge: proxy: closing a live %s failed", session.kind)
+        return len(refused)
+
+    async def _sweep_while_live(self) -> None:
+        # a single cheap task, alive only while sessions exist: a revocation by
+        # the API or the CLI, an expiry, a mode change end them within a second
+        while self.sessions:
+            await asyncio.sleep(SWEEP_PERIOD)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("lims-bridge: proxy: re-checking live sessions failed")
 
     # -- websocket sessions (the manager emits, not the handler) -------------------
 
@@ -251,6 +323,8 @@ class ProxySettings:
         )
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.pool.close()
 
 
@@ -805,6 +879,7 @@ async def _quiet(future: Awaitable[None]) -> None:
 __all__ = [
     "FAST_PATH",
     "BackendUnavailable",
+    "LiveSession",
     "ProxySettings",
     "UpstreamExchange",
     "UpstreamPool",

@@ -6,7 +6,8 @@ and the proxy mode the owner chose at run time. The file is read once and
 kept in memory, so checking a token costs a dictionary lookup and a
 constant-time compare, not a file read. A change made by another process (the
 ``jupyter lims-bridge tokens`` command) is noticed by a cheap ``stat`` at most
-once a second.
+every half second (so a live session let in by a token it revoked is closed
+within a second, see ``ProxySettings.sweep``).
 
 Must not: keep or log a plain token (it exists only in the answer to the
 create call), or know anything about HTTP handlers. Emits the token events.
@@ -43,6 +44,8 @@ _MAX_TOKEN_LENGTH = 256
 # How long ``lastUsedAt`` may lag in the file: a use marks the store dirty and
 # the write happens at most this often (and on shutdown).
 LAST_USED_PERSIST_DELAY = 30.0
+#: How often a token check may stat the file for another process's changes, seconds.
+RELOAD_INTERVAL = 0.5
 
 
 def _iso(ts: float | None) -> str | None:
@@ -112,7 +115,7 @@ class ProxyTokenStore:
         now = time.monotonic()
         if not force and now < self._next_stat:
             return
-        self._next_stat = now + 1.0
+        self._next_stat = now + RELOAD_INTERVAL
         if self._stat_sig() != self._file_sig:
             self._load()
 
@@ -267,16 +270,35 @@ class ProxyTokenStore:
                 self._failed("token_invalid", port, client)
             raise LimsError("token_invalid", "The proxy token is not valid.")
         now = self.clock()
-        expires = rec.get("expiresAt")
-        if expires is not None and now >= expires:
+        refusal = self._refusal(rec, port, now)
+        if refusal == "token_expired":
             self._failed("token_expired", port, client, rec)
             raise LimsError("token_expired", "The proxy token has expired.")
-        scope = rec.get("ports")
-        if scope is not None and port not in scope:
+        if refusal == "port_not_allowed":
             self._failed("port_not_allowed", port, client, rec)
             raise LimsError("port_not_allowed", "This proxy token is not valid for that port.")
         self._mark_used(rec, now)
         return rec
+
+    def still_valid(self, token_id: str, port: int) -> bool:
+        """Whether the token with ``token_id`` still exists (not revoked, here or
+        by another process) and is valid for ``port`` now: the rule of
+        :meth:`check`, for a session that token let in earlier."""
+        self._maybe_reload()
+        for rec in self._by_digest.values():
+            if rec.get("id") == token_id:
+                return self._refusal(rec, port, self.clock()) is None
+        return False
+
+    @staticmethod
+    def _refusal(rec: dict[str, Any], port: int, now: float) -> str | None:
+        expires = rec.get("expiresAt")
+        if expires is not None and now >= expires:
+            return "token_expired"
+        scope = rec.get("ports")
+        if scope is not None and port not in scope:
+            return "port_not_allowed"
+        return None
 
     def _failed(
         self, reason: str, port: int, client: str | None, rec: dict[str, Any] | None = None

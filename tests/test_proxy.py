@@ -1095,3 +1095,137 @@ def test_the_pool_keeps_only_connections_between_two_messages():
     clean = Stream(0)
     pool.release(8050, "session", clean)  # type: ignore[arg-type]
     assert not clean.closed_ and pool._idle == {(8050, "session"): [(clean, pool._idle[(8050, "session")][0][1])]}
+
+
+# -- live sessions end when their client is no longer admitted (issue #9, item 2) ---------
+
+CAUSES = ["revoke_api", "revoke_cli", "expiry", "mode_disabled"]
+
+
+async def _end_admission(cause: str, bridge, jp_fetch, created: dict) -> None:
+    if cause == "revoke_api":
+        r = await jp_fetch("lims", "api", "tokens", created["id"], method="DELETE")
+        assert r.code == 204
+    elif cause == "revoke_cli":
+        # `jupyter lims-bridge tokens revoke` edits the file from another process
+        from jupyter_lims_bridge.proxy_tokens import ProxyTokenStore
+
+        ProxyTokenStore(bridge.proxy_tokens.path).revoke(created["id"])
+    elif cause == "expiry":
+        real_clock = bridge.proxy_tokens.clock
+        bridge.proxy_tokens.clock = lambda: real_clock() + 3600
+    else:
+        r = await jp_fetch("lims", "api", "proxy", method="PUT",
+                           body=json.dumps({"mode": "disabled"}))
+        assert r.code == 200
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+async def test_a_live_websocket_is_closed_when_its_admission_ends(
+    server, backend_port, bridge, jp_fetch, cause
+):
+    # Given a websocket opened with a proxy token (expiring in an hour)
+    created = bridge.proxy_tokens.create("ws", expires_in=3000)
+    req = ws_request(server, backend_port, headers={"X-Proxy-Token": created["token"]})
+    ws = await websocket_connect(req)
+    await ws.write_message("hi")
+    assert await ws.read_message() == "hi"
+    # When the token is revoked (API or CLI), expires, or the mode turns disabled
+    started = time.monotonic()
+    await _end_admission(cause, bridge, jp_fetch, created)
+    # Then the client gets a 1008 close within a second, and the backend a close too
+    message = await asyncio.wait_for(ws.read_message(), 3)
+    elapsed = time.monotonic() - started
+    assert message is None
+    assert ws.close_code == 1008
+    assert elapsed < 1.5, elapsed
+    codes: list = []
+    for _ in range(100):
+        r = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{backend_port}/ws-closes")
+        codes = json.loads(r.body)["codes"]
+        if 1008 in codes:
+            break
+        await asyncio.sleep(0.02)
+    assert 1008 in codes
+    assert not bridge.port_proxy.sessions
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+async def test_a_live_stream_is_aborted_when_its_admission_ends(
+    server, backend_port, bridge, jp_fetch, cause
+):
+    # Given an event stream (one event every 0.1 s for 20 s) let in by a proxy token
+    created = bridge.proxy_tokens.create("stream", expires_in=3000)
+    chunks: list[bytes] = []
+    first = asyncio.Event()
+
+    def on_chunk(chunk: bytes) -> None:
+        chunks.append(chunk)
+        first.set()
+
+    fetch = asyncio.ensure_future(AsyncHTTPClient().fetch(
+        f"{server}lims/proxy/{backend_port}/events?count=200&delay=0.1",
+        headers={"X-Proxy-Token": created["token"]}, streaming_callback=on_chunk,
+        raise_error=False, request_timeout=30,
+    ))
+    await asyncio.wait_for(first.wait(), 10)
+    # When its admission ends
+    started = time.monotonic()
+    await _end_admission(cause, bridge, jp_fetch, created)
+    # Then the stream is aborted within a second, never ended as if complete
+    with pytest.raises((HTTPClientError, OSError)):  # the connection closed mid-body
+        await asyncio.wait_for(fetch, 5)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5, elapsed
+    assert len(chunks) < 100
+    assert not bridge.port_proxy.sessions
+
+
+async def test_open_mode_sessions_end_when_the_mode_returns_to_token(
+    server, backend_port, bridge, jp_fetch, jp_ws_fetch
+):
+    # Given a websocket let in by mode open, and one by the owner's session
+    bridge.set_proxy_mode("open")
+    anonymous = await websocket_connect(ws_request(server, backend_port))
+    bridge.set_proxy_mode("token")
+    assert await asyncio.wait_for(anonymous.read_message(), 3) is None
+    assert anonymous.close_code == 1008
+    bridge.set_proxy_mode("open")
+    anonymous = await websocket_connect(ws_request(server, backend_port))
+    await anonymous.write_message("hi")
+    assert await anonymous.read_message() == "hi"
+    bridge.set_proxy_mode("token")
+    owner = await jp_ws_fetch("lims", "proxy", str(backend_port), "ws")
+    # When the owner sets the mode back to token (API)
+    r = await jp_fetch("lims", "api", "proxy", method="PUT", body=json.dumps({"mode": "token"}))
+    assert r.code == 200
+    # Then the open-mode client is closed with 1008; the owner's session stays
+    assert await asyncio.wait_for(anonymous.read_message(), 3) is None
+    assert anonymous.close_code == 1008
+    await owner.write_message("still here")
+    assert await owner.read_message() == "still here"
+    owner.close()
+
+
+async def test_no_sweeper_runs_without_live_sessions(proxy_fetch, token, bridge):
+    for _ in range(3):
+        assert (await proxy_fetch("echo", token=token)).code == 200
+    assert not bridge.port_proxy.sessions
+    sweeper = bridge.port_proxy._sweeper
+    assert sweeper is None or sweeper.done()
+
+
+async def test_revoking_one_token_leaves_the_others_sessions(server, backend_port, bridge):
+    a = bridge.proxy_tokens.create("a")
+    b = bridge.proxy_tokens.create("b")
+    ws_a = await websocket_connect(ws_request(server, backend_port,
+                                              headers={"X-Proxy-Token": a["token"]}))
+    ws_b = await websocket_connect(ws_request(server, backend_port,
+                                              headers={"X-Proxy-Token": b["token"]}))
+    bridge.proxy_tokens.revoke(a["id"])
+    assert await asyncio.wait_for(ws_a.read_message(), 3) is None
+    assert ws_a.close_code == 1008
+    await asyncio.sleep(0.3)  # another sweep has passed
+    await ws_b.write_message("still here")
+    assert await ws_b.read_message() == "still here"
+    ws_b.close()

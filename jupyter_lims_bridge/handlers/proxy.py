@@ -7,6 +7,9 @@ connection to :mod:`jupyter_lims_bridge.proxy`, which does the relaying.
 
 A websocket upgrade is a plain request whose handshake the backend answers;
 on its 101 the handler hands both connections to :mod:`jupyter_lims_bridge.tunnel`.
+Tunnels and streamed bodies are registered as live sessions; ``still_admitted``
+re-makes the decision for them, so a revoked or expired token or a mode change
+ends them.
 ``prepare`` does only the auth the request needs: a request with a proxy token never touches the
 identity provider, and no proxied request writes an access-log line.
 
@@ -41,6 +44,29 @@ _CORS_HEADERS = "X-Proxy-Token, Content-Type"
 _UNLIMITED_BODY = 1 << 62
 _QUERY_CREDENTIALS = frozenset({"_xsrf"})
 _SESSION_QUERY_CREDENTIALS = frozenset({"_xsrf", "token"})
+
+
+def still_admitted(bridge: Any, session: proxy.LiveSession) -> bool:
+    """Whether a live session's client would still be let in now.
+
+    The rules of :meth:`_ProxyAuthMixin.authorize_proxy`, re-made for a client
+    already in (``ProxySettings.sweep`` calls this while sessions live): nobody
+    in mode ``disabled``; a client let in by mode ``open`` only while the mode
+    is ``open``; a proxy token's client only while that token exists, has not
+    expired and covers the port (:meth:`ProxyTokenStore.still_valid`, the rule
+    of its ``check``); the owner's session while the mode is not ``disabled``.
+    """
+    settings = bridge.port_proxy
+    mode = settings.mode
+    if mode == "disabled" or session.port not in settings.ports:
+        return False
+    if session.via == "open":
+        return mode == "open"
+    if session.via == "token":
+        return session.token_id is not None and bridge.proxy_tokens.still_valid(
+            session.token_id, session.port
+        )
+    return session.via == "session"
 
 
 class _ProxyAuthMixin(BridgeMixin):
@@ -210,6 +236,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
 
     exchange: proxy.UpstreamExchange | None = None
     upgrade = False
+    _live: proxy.LiveSession | None = None
 
     async def prepare(self) -> None:  # type: ignore[override]
         self._transforms = []  # never re-encode a proxied body (e.g. gzip)
@@ -274,6 +301,25 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         except proxy.BackendUnavailable:
             self.exchange = None
             raise LimsError("backend_unavailable") from None
+        if body != "none":
+            self._go_live()  # an upload may run for hours too
+
+    def _go_live(self) -> None:
+        """Register this request's body stream so it ends once its client is no
+        longer admitted (token revoked or expired, mode changed)."""
+        if self._live is None:
+            self._live = self.bridge.port_proxy.session_opened(
+                self._port, self.proxy_via, self.proxy_token_id, "stream", self._abort
+            )
+
+    def _abort(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and exchange.stream is not None:
+            exchange.reusable = False
+            exchange.stream.close()
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        if not stream.closed():
+            stream.close()
 
     def compute_etag(self) -> None:
         # the backend's caching headers apply, tornado must not add an Etag
@@ -298,12 +344,14 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         return self.exchange.send(chunk)
 
     def on_connection_close(self) -> None:
+        self.bridge.port_proxy.session_closed(self._live)
         if self.exchange is not None and self.exchange.stream is not None:
             # the client left: the upstream connection is mid-exchange, drop it
             self.exchange.reusable = False
             self.exchange.stream.close()
 
     def on_finish(self) -> None:
+        self.bridge.port_proxy.session_closed(self._live)
         if self.exchange is not None:
             self.exchange.done()
 
@@ -354,6 +402,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             self.finish()
             return
         connection = self.request.connection
+        self._go_live()  # an event stream or a download may run for hours
         try:
             await self.flush()
         except StreamClosedError:
@@ -406,11 +455,15 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             max_message_size=settings.websocket_max_message_size,
             on_activity=lambda: settings.touch_activity(self.settings),
         )
+        live = settings.session_opened(
+            self._port, self.proxy_via, self.proxy_token_id, "websocket", tunnel.close_policy
+        )
         try:
             await tunnel.run()  # closes both ends, whatever happens
         except Exception:  # the handler is detached: no error page can go out, only a log line
             self.log.exception("lims-bridge: proxy: websocket tunnel to port %s failed", self._port)
         finally:
+            settings.session_closed(live)
             settings.session_ended(self._port, path, self.proxy_via, started, tunnel.messages,
                                    tunnel.close_code)
 
