@@ -5,8 +5,10 @@ reused only between two messages); the request head written
 from the parsed request; the response head parsed; bodies relayed stream to
 stream in 256 KiB pieces read into reusable buffers, with backpressure both
 ways; header hygiene (hop-by-hop, Jupyter cookies, the proxy token, forwarded
-headers, ``Location``); the websocket handshake's headers (the frames after
-it are tunnel.py's); the proxy session events;
+headers set from our own view of the request, ``Location``) and Jupyter's
+credentials dropped from the query; the client's body framing, checked
+before anything goes upstream; the websocket handshake's headers (the frames
+after it are tunnel.py's); the proxy session events;
 the proxy's live settings (mode, ports, CORS origins) as plain attributes
 so a request reads no traitlets; and the registry of live sessions
 (websockets, streamed bodies) with the sweeper that closes those whose client

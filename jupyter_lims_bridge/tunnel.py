@@ -2,9 +2,11 @@
 
 Owns: the two pumps (client to backend, backend to client) with
 backpressure, the frame scanner that follows frame boundaries as bytes pass
-(to enforce the message size limit, count messages and see close codes), the
-close that ends a tunnel, and the session's activity and events through
-:class:`~jupyter_lims_bridge.proxy.ProxySettings`.
+(to enforce the message size limit and the control-frame rules, count
+messages and see close codes), the close that ends a tunnel (1009 too big,
+1002 protocol error, 1008 when its client is no longer admitted:
+``close_policy``, called by ``ProxySettings.sweep``), and the session's
+activity and events through :class:`~jupyter_lims_bridge.proxy.ProxySettings`.
 
 Why byte for byte: a client's frames are masked, as the backend (to whom the
 proxy is the client) requires, and the backend's frames are unmasked, as the
