@@ -70,9 +70,11 @@ TOKEN_HEADER = "X-Proxy-Token"
 # has already answered ``100-continue`` to the client; ``Host`` is rewritten.
 _DROP_REQUEST = HOP_BY_HOP | {"x-proxy-token", "expect", "host", "cookie", "x-xsrftoken",
                               "x-csrftoken"}
-# Set from the request as this server sees it; a client's own values never pass.
+# Set from the request as this server sees it; a client's own values never pass
+# (X-Scheme: tornado-style backends take it for X-Forwarded-Proto).
 _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-                         "x-forwarded-port", "x-forwarded-prefix", "forwarded", "x-real-ip"})
+                         "x-forwarded-port", "x-forwarded-prefix", "forwarded", "x-real-ip",
+                         "x-scheme"})
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
 _CORS_PREFIX = "access-control-"
 _NO_BODY_STATUS = frozenset({204, 304})

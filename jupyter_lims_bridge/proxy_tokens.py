@@ -72,6 +72,8 @@ class ProxyTokenStore:
         self.event_logger = event_logger
         self.clock = clock
         self._by_digest: dict[str, dict[str, Any]] = {}
+        #: the same records by id (live sessions are re-checked by token id)
+        self._by_id: dict[str, dict[str, Any]] = {}
         self._mode: dict[str, str] | None = None
         self._file_sig: tuple[int, int] | None = None
         self._next_stat = 0.0
@@ -108,6 +110,7 @@ class ProxyTokenStore:
             if old and (old.get("lastUsedAt") or 0) > (rec.get("lastUsedAt") or 0):
                 rec["lastUsedAt"] = old["lastUsedAt"]
         self._by_digest = records
+        self._by_id = {rec.get("id"): rec for rec in records.values()}
         self._mode = mode
         self._file_sig = sig
 
@@ -201,6 +204,7 @@ class ProxyTokenStore:
             "lastUsedAt": None,
         }
         self._by_digest[rec["hash"]] = rec
+        self._by_id[rec["id"]] = rec
         self._save()
         events.emit(
             self.event_logger,
@@ -221,6 +225,7 @@ class ProxyTokenStore:
         for digest, rec in list(self._by_digest.items()):
             if rec.get("id") == token_id:
                 del self._by_digest[digest]
+                self._by_id.pop(token_id, None)
                 self._save()
                 events.emit(
                     self.event_logger,
@@ -285,10 +290,8 @@ class ProxyTokenStore:
         by another process) and is valid for ``port`` now: the rule of
         :meth:`check`, for a session that token let in earlier."""
         self._maybe_reload()
-        for rec in self._by_digest.values():
-            if rec.get("id") == token_id:
-                return self._refusal(rec, port, self.clock()) is None
-        return False
+        rec = self._by_id.get(token_id)
+        return rec is not None and self._refusal(rec, port, self.clock()) is None
 
     @staticmethod
     def _refusal(rec: dict[str, Any], port: int, now: float) -> str | None:

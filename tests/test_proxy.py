@@ -950,6 +950,7 @@ async def test_client_forwarding_headers_do_not_reach_the_backend(
             "Forwarded": "for=6.6.6.6;host=evil.example;proto=https",
             "X-Real-Ip": "6.6.6.6",
             "X-Forwarded-For": "6.6.6.6",
+            "X-Scheme": "https",
         },
     )
     assert r.code == 200
@@ -958,7 +959,7 @@ async def test_client_forwarding_headers_do_not_reach_the_backend(
     assert "evil" not in json.dumps(seen)
     assert seen["x-forwarded-host"] == [f"127.0.0.1:{jp_http_port}"]
     assert seen["x-forwarded-proto"] == ["http"]
-    assert "x-forwarded-port" not in seen
+    assert "x-forwarded-port" not in seen and "x-scheme" not in seen
     assert seen["x-forwarded-prefix"] == [f"{jp_base_url}lims/proxy/{backend_port}"]
     assert seen["x-real-ip"] == ["127.0.0.1"]
     assert seen["forwarded"] == [f'for="127.0.0.1";host="127.0.0.1:{jp_http_port}";proto=http']
@@ -1231,3 +1232,21 @@ async def test_revoking_one_token_leaves_the_others_sessions(server, backend_por
     await ws_b.write_message("still here")
     assert await ws_b.read_message() == "still here"
     ws_b.close()
+
+
+async def test_an_answer_before_the_body_was_read_does_not_poison_the_pool(
+    proxy_fetch, token, jp_fetch, backend_port
+):
+    # Given a backend that answers a POST before reading its body (then hangs up)
+    r = await proxy_fetch("early", token=token, method="POST", body=b"x" * (1024 * 1024))
+    assert r.code in (413, 502)
+    # Then the next requests with a body, from the owner and from the same
+    # token, reach the backend on a connection of their own
+    for fetch in (
+        lambda: jp_fetch("lims", "proxy", str(backend_port), "upload", method="POST",
+                         body=b"y" * 10, raise_error=False),
+        lambda: proxy_fetch("upload", token=token, method="POST", body=b"y" * 10),
+    ):
+        r = await fetch()
+        assert r.code == 200, r.body
+        assert json.loads(r.body)["received"] == 10
