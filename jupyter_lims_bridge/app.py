@@ -10,6 +10,7 @@ no request logic itself.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -39,6 +40,7 @@ from ._version import __version__
 from .claims import ReplayStore, build_verifier
 from .events import register_event_schemas
 from .handlers import default_handlers
+from .handlers.proxy import still_admitted
 from .opener import Opener
 from .proxy import ProxySettings
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
@@ -288,8 +290,14 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         "token",
         help="""Who may use the port proxy at start-up: ``token`` (the owner's session or
         a proxy token), ``open`` (anyone who can reach the server) or ``disabled``.
-        The owner can change it at run time. Default: ``"token"``.
-        Environment: ``LIMS_BRIDGE_PROXY_MODE``.""",
+        The owner can change it at run time; a change closes the live websockets and
+        streams it no longer admits. Default: ``"token"``.
+        Environment: ``LIMS_BRIDGE_PROXY_MODE``.
+        Failed proxy-token attempts are limited per client address: the TCP peer, or
+        with ``ServerApp.trust_xheaders`` (JupyterHub turns it on) the last
+        ``X-Forwarded-For`` entry. Turn ``trust_xheaders`` on only behind a front proxy
+        that appends that entry (configurable-http-proxy does); without one a client
+        claims any address. A valid token always passes.""",
     ).tag(config=True)
 
     cors_origins = List(
@@ -410,6 +418,8 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             trust_xheaders=self.serverapp.trust_xheaders,
             jupyter_cookies=_login_cookie_names(self.serverapp),
         )
+        # live websockets and streams are closed once their client is no longer admitted
+        self.port_proxy.admits = functools.partial(still_admitted, self)
         self._add_frame_ancestors()
 
     def set_proxy_mode(self, mode: str) -> None:
@@ -418,6 +428,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.proxy_tokens.save_mode(mode, self._configured_proxy_mode)
         self.proxy_mode = mode
         self.port_proxy.mode = mode
+        self.port_proxy.sweep()  # at once: sessions the new mode does not admit end now
 
     def _add_frame_ancestors(self) -> None:
         if not self.embed_origins:

@@ -1,13 +1,18 @@
 """Streaming HTTP/1.1 relay to services on ``127.0.0.1:<port>``.
 
-Owns: the pool of keep-alive upstream connections; the request head written
+Owns: the pool of keep-alive upstream connections (kept apart per caller,
+reused only between two messages); the request head written
 from the parsed request; the response head parsed; bodies relayed stream to
 stream in 256 KiB pieces read into reusable buffers, with backpressure both
 ways; header hygiene (hop-by-hop, Jupyter cookies, the proxy token, forwarded
-headers, ``Location``); the websocket handshake's headers (the frames after
-it are tunnel.py's); the proxy session events;
-and the proxy's live settings (mode, ports, CORS origins) as plain attributes
-so a request reads no traitlets.
+headers set from our own view of the request, ``Location``) and Jupyter's
+credentials dropped from the query; the client's body framing, checked
+before anything goes upstream; the websocket handshake's headers (the frames
+after it are tunnel.py's); the proxy session events;
+the proxy's live settings (mode, ports, CORS origins) as plain attributes
+so a request reads no traitlets; and the registry of live sessions
+(websockets, streamed bodies) with the sweeper that closes those whose client
+is no longer admitted (the decision itself is the handlers').
 
 Must not: authenticate anyone (handlers/proxy.py and proxy_tokens.py do),
 hold a body in memory, or connect anywhere but 127.0.0.1.
@@ -22,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import tornado
 from tornado import httputil
@@ -44,7 +50,6 @@ CHUNK = 256 * 1024
 HEAD_LIMIT = 64 * 1024
 UPLOAD_HIGH_WATER = 1024 * 1024
 SMALL_BODY = 64 * 1024
-FRESH = 1.0
 
 # RFC 9110 7.6.1 plus the legacy ones still seen in the wild.
 HOP_BY_HOP = frozenset(
@@ -65,6 +70,11 @@ TOKEN_HEADER = "X-Proxy-Token"
 # has already answered ``100-continue`` to the client; ``Host`` is rewritten.
 _DROP_REQUEST = HOP_BY_HOP | {"x-proxy-token", "expect", "host", "cookie", "x-xsrftoken",
                               "x-csrftoken"}
+# Set from the request as this server sees it; a client's own values never pass
+# (X-Scheme: tornado-style backends take it for X-Forwarded-Proto).
+_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+                         "x-forwarded-port", "x-forwarded-prefix", "forwarded", "x-real-ip",
+                         "x-scheme"})
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
 _CORS_PREFIX = "access-control-"
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -92,24 +102,81 @@ def strip_jupyter_cookies(header: str, extra: frozenset[str] = frozenset()) -> s
     return "; ".join(kept)
 
 
+def peer_address(request: httputil.HTTPServerRequest) -> str | None:
+    """The TCP peer's address (whatever headers say)."""
+    address = getattr(getattr(request.connection, "context", None), "address", None)
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return None
+
+
 def attempt_key(request: httputil.HTTPServerRequest, *, trust_xheaders: bool) -> str:
-    """The client address failed proxy-token attempts are counted under.
+    """The client address failed proxy-token attempts are counted under (and
+    the ``X-Real-Ip``/``Forwarded: for=`` the backend is told).
 
     The TCP peer; behind a front proxy (``ServerApp.trust_xheaders``, which
     JupyterHub's single-user server sets) the last ``X-Forwarded-For`` entry,
     the one that proxy appended. Never ``X-Real-Ip``, which tornado would
     prefer: configurable-http-proxy passes a client's own value through, so a
     client could pick a new address for every guess.
+
+    Trust assumption: ``trust_xheaders`` is on only when every request comes
+    through a front proxy that appends the real peer to ``X-Forwarded-For``.
+    Without one, the client writes that entry itself and may claim any address.
     """
     if trust_xheaders:
         forwarded = request.headers.get("X-Forwarded-For", "")
         last = forwarded.rsplit(",", 1)[-1].strip()
         if last:
             return last
-    address = getattr(getattr(request.connection, "context", None), "address", None)
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return request.remote_ip or "?"
+    return peer_address(request) or request.remote_ip or "?"
+
+
+def drop_query_params(query: str, names: frozenset[str]) -> str:
+    """``query`` without the parameters whose *decoded* name is in ``names``.
+
+    Names are compared as the server decodes them (``%74oken`` and ``%5fxsrf``
+    are ``token`` and ``_xsrf`` to Jupyter as to most backends), every
+    occurrence; the parameters kept are passed on byte for byte as sent.
+    """
+    if not query:
+        return query
+    parts = query.split("&")
+    kept = [p for p in parts if unquote_plus(p.split("=", 1)[0]) not in names]
+    return query if len(kept) == len(parts) else "&".join(kept)
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+class BadFraming(ValueError):
+    """The request's body framing is ambiguous; it must not reach a backend."""
+
+
+def request_body_framing(headers: httputil.HTTPHeaders) -> str:
+    """``none``, ``length`` or ``chunked`` for a client's request body.
+
+    Checked before the request head goes anywhere, strictly, so that no
+    backend parser (however lenient) can read a different body length than
+    we relay: one ``Content-Length`` of digits only; ``Transfer-Encoding``
+    only as a single ``chunked``; never both. Anything else raises
+    :class:`BadFraming`. tornado refuses most of these itself, but only after
+    the handler's ``prepare`` (which contacts the backend) has run, and it
+    accepts repeated equal lengths (``5, 5``) that it then merges.
+    """
+    lengths = headers.get_list("Content-Length")
+    encodings = headers.get_list("Transfer-Encoding")
+    if lengths and encodings:
+        raise BadFraming("both Content-Length and Transfer-Encoding")
+    if encodings:
+        if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
+            raise BadFraming("Transfer-Encoding other than a single 'chunked'")
+        return "chunked"
+    if lengths:
+        if len(lengths) != 1 or not _DIGITS.fullmatch(lengths[0].strip()):
+            raise BadFraming("Content-Length must be one number")
+        return "length" if int(lengths[0]) else "none"
+    return "none"
 
 
 def _connection_tokens(headers: httputil.HTTPHeaders) -> set[str]:
@@ -123,8 +190,30 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+#: How often live sessions are re-checked while any exist, seconds.
+SWEEP_PERIOD = 0.25
+
+
+class LiveSession:
+    """A websocket tunnel or a streamed HTTP body in progress, and how its
+    client got in: ``via`` ``"session"``, ``"token"`` (with ``token_id``) or
+    ``"open"``. ``close`` ends it at once (a websocket with 1008)."""
+
+    __slots__ = ("port", "via", "token_id", "kind", "close")
+
+    def __init__(self, port: int, via: str, token_id: str | None, kind: str,
+                 close: Callable[[], None]) -> None:
+        self.port = port
+        self.via = via
+        self.token_id = token_id
+        self.kind = kind
+        self.close = close
+
+
 class ProxySettings:
-    """What a proxied request needs to know, read once per request without traitlets."""
+    """What a proxied request needs to know, read once per request without
+    traitlets; and the live sessions (websockets, streamed bodies), which are
+    closed as soon as their client would no longer be let in."""
 
     def __init__(
         self,
@@ -150,6 +239,12 @@ class ProxySettings:
         #: Host header -> result of Jupyter's check_host (the handlers fill it)
         self.host_checks: dict[str, bool] = {}
         self._activity_next = 0.0
+        #: websockets and streamed bodies in progress
+        self.sessions: set[LiveSession] = set()
+        #: the admission decision re-made for a live session (the handlers'
+        #: ``still_admitted``, wired by the app); ``None``: nothing is re-checked
+        self.admits: Callable[[LiveSession], bool] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     def touch_activity(self, settings: dict[str, Any]) -> None:
         """Count proxied traffic as server activity for JupyterHub's idle culler.
@@ -161,6 +256,48 @@ class ProxySettings:
         if now >= self._activity_next:
             self._activity_next = now + 1.0
             settings["api_last_activity"] = utcnow()
+
+    # -- live sessions: closed once no longer admitted ------------------------------
+
+    def session_opened(self, port: int, via: str, token_id: str | None, kind: str,
+                       close: Callable[[], None]) -> LiveSession:
+        """Register a live session; the sweeper runs while any exist."""
+        session = LiveSession(port, via, token_id, kind, close)
+        self.sessions.add(session)
+        if self.admits is not None and (self._sweeper is None or self._sweeper.done()):
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_while_live())
+        return session
+
+    def session_closed(self, session: LiveSession | None) -> None:
+        if session is not None:
+            self.sessions.discard(session)
+
+    def sweep(self) -> int:
+        """Close every live session whose client would no longer be let in (its
+        token revoked or expired, the mode changed); how many were closed."""
+        admits = self.admits
+        if admits is None or not self.sessions:
+            return 0
+        refused = [s for s in list(self.sessions) if not admits(s)]
+        for session in refused:
+            self.sessions.discard(session)
+            log.info("lims-bridge: proxy: closing a %s on port %s: no longer admitted (via %s)",
+                     session.kind, session.port, session.via)
+            try:
+                session.close()
+            except Exception:  # one failed close must not spare the others
+                log.exception("lims-bridge: proxy: closing a live %s failed", session.kind)
+        return len(refused)
+
+    async def _sweep_while_live(self) -> None:
+        # a single cheap task, alive only while sessions exist: a revocation by
+        # the API or the CLI, an expiry, a mode change end them within a second
+        while self.sessions:
+            await asyncio.sleep(SWEEP_PERIOD)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("lims-bridge: proxy: re-checking live sessions failed")
 
     # -- websocket sessions (the manager emits, not the handler) -------------------
 
@@ -190,6 +327,8 @@ class ProxySettings:
         )
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.pool.close()
 
 
@@ -198,29 +337,43 @@ class BackendUnavailable(Exception):
 
 
 class UpstreamPool:
-    """Idle keep-alive connections to 127.0.0.1, per port, newest first; and
-    the relay buffers, reused across requests (allocating 2 x 256 KiB per
-    request would cost more than a small request itself)."""
+    """Idle keep-alive connections to 127.0.0.1, kept apart per ``(port, caller)``,
+    newest first; and the relay buffers, reused across requests (allocating
+    2 x 256 KiB per request would cost more than a small request itself).
 
-    def __init__(self, max_idle_per_port: int = 64, idle_timeout: float = 60.0) -> None:
+    ``caller`` is who was let in: ``"session"`` (the owner's Jupyter session),
+    ``"token:<id>"`` (one proxy token) or ``"open"`` (mode ``open``). A
+    connection is pooled only for the caller whose exchange it carried, so even
+    a backend that loses track of message boundaries (reads no body on a GET,
+    sends one after a HEAD) can hand that caller's bytes to nobody else. And a
+    connection is pooled only when its exchange ended exactly at a message
+    boundary: nothing in tornado's read buffer, no read or write pending; it
+    is reused only if that still holds and the socket has nothing unread.
+    """
+
+    def __init__(
+        self, max_idle_per_port: int = 64, idle_timeout: float = 60.0, max_idle: int = 256
+    ) -> None:
         self.max_idle_per_port = max_idle_per_port
         self.idle_timeout = idle_timeout
-        self._idle: dict[int, list[tuple[IOStream, float]]] = {}
+        self.max_idle = max_idle
+        self._idle: dict[tuple[int, str], list[tuple[IOStream, float]]] = {}
+        self._idle_count = 0
+        self._next_prune = 0.0
         self._buffers: list[tuple[memoryview, memoryview]] = []
         #: connections opened so far (the benchmark reports connects per request)
         self.connects = 0
 
-    async def acquire(self, port: int) -> tuple[IOStream, bool]:
-        """A connected stream and whether it was reused from the pool."""
-        idle = self._idle.get(port)
+    async def acquire(self, port: int, caller: str) -> tuple[IOStream, bool]:
+        """A connected stream for ``caller`` and whether it was reused from the pool."""
+        idle = self._idle.get((port, caller))
         now = time.monotonic()
         while idle:
             stream, since = idle.pop()
-            idle_for = now - since
-            # a connection released within the last second skips the peek (one
-            # syscall per request under load); keep-alive timeouts are longer,
-            # and a bodiless request is retried once on a fresh connection anyway
-            if idle_for < self.idle_timeout and (idle_for < FRESH or _alive(stream)):
+            self._idle_count -= 1
+            # one non-blocking peek per reuse (a few microseconds): it sees the
+            # backend's FIN and any byte that arrived after the exchange ended
+            if now - since < self.idle_timeout and _quiescent(stream) and _alive(stream):
                 return stream, True
             stream.close()
         return await self._connect(port), False
@@ -247,20 +400,55 @@ class UpstreamPool:
         if len(self._buffers) < 16:
             self._buffers.append(buffers)
 
-    def release(self, port: int, stream: IOStream) -> None:
-        if stream.closed():
-            return
-        idle = self._idle.setdefault(port, [])
-        if len(idle) >= self.max_idle_per_port:
+    def release(self, port: int, caller: str, stream: IOStream) -> None:
+        """Keep ``stream`` for ``caller``'s next request on ``port``, if it is
+        exactly between two messages; else close it."""
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._prune(now)
+        if not _quiescent(stream):
             stream.close()
             return
-        idle.append((stream, time.monotonic()))
+        idle = self._idle.setdefault((port, caller), [])
+        if len(idle) >= self.max_idle_per_port or self._idle_count >= self.max_idle:
+            stream.close()
+            return
+        idle.append((stream, now))
+        self._idle_count += 1
+
+    def _prune(self, now: float) -> None:
+        # idle lists of callers that stopped coming (a revoked token) would
+        # otherwise hold their sockets until the server stops
+        self._next_prune = now + self.idle_timeout / 2
+        for key, idle in list(self._idle.items()):
+            fresh = [(s, t) for s, t in idle if now - t < self.idle_timeout and not s.closed()]
+            for stream, since in idle:
+                if now - since >= self.idle_timeout:
+                    stream.close()
+            self._idle_count -= len(idle) - len(fresh)
+            if fresh:
+                self._idle[key] = fresh
+            else:
+                del self._idle[key]
 
     def close(self) -> None:
         for idle in self._idle.values():
             for stream, _ in idle:
                 stream.close()
         self._idle.clear()
+        self._idle_count = 0
+
+
+def _quiescent(stream: IOStream) -> bool:
+    """Whether the last exchange on ``stream`` ended exactly at a message
+    boundary: not closed, nothing buffered by tornado, no read or write pending.
+
+    tornado keeps no public size of its read buffer; ``_read_buffer_size`` is
+    there on the tested versions (6.5, 6.6). Without it nothing is pooled.
+    """
+    if stream.closed() or stream.reading() or stream.writing():
+        return False
+    return getattr(stream, "_read_buffer_size", None) == 0
 
 
 def _alive(stream: IOStream) -> bool:
@@ -279,11 +467,16 @@ def _alive(stream: IOStream) -> bool:
     return False
 
 
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def request_headers(
     incoming: httputil.HTTPHeaders,
     *,
     port: int,
-    remote_ip: str | None,
+    peer: str | None,
+    client: str | None,
     protocol: str,
     host: str,
     prefix: str,
@@ -291,7 +484,15 @@ def request_headers(
     websocket: bool = False,
     jupyter_cookies: frozenset[str] = frozenset(),
 ) -> httputil.HTTPHeaders:
-    """The headers sent upstream, per the proxy's header hygiene."""
+    """The headers sent upstream, per the proxy's header hygiene.
+
+    ``peer`` is the TCP peer, ``client`` the client address as :func:`attempt_key`
+    decides it, ``protocol`` and ``host`` the request as this server sees it
+    (tornado's, which honour the front proxy under ``trust_xheaders``). What a
+    client wrote itself in ``X-Forwarded-Host``/``-Proto``/``-Port``/``-Prefix``,
+    ``Forwarded`` or ``X-Real-Ip`` never reaches the backend: a backend building
+    URLs from them would send the user to the client's choice of host.
+    """
     drop = _DROP_REQUEST | _connection_tokens(incoming)
     if websocket:
         # the client's handshake (Sec-WebSocket-*) goes to the backend as it
@@ -301,7 +502,7 @@ def request_headers(
     out = httputil.HTTPHeaders()
     for name, value in incoming.get_all():
         lname = name.lower()
-        if lname in drop:
+        if lname in drop or lname in _FORWARDING:
             continue
         if lname == "authorization" and (
             drop_authorization or value.split(" ", 1)[0].lower() == "token"
@@ -315,13 +516,22 @@ def request_headers(
         if cookie:
             out["Cookie"] = cookie
     out["Host"] = f"127.0.0.1:{port}"
-    xff = incoming.get("X-Forwarded-For")
-    if remote_ip:
-        out["X-Forwarded-For"] = f"{xff}, {remote_ip}" if xff else remote_ip
-    # a front proxy's (configurable-http-proxy's) view of the original request wins
-    out["X-Forwarded-Proto"] = incoming.get("X-Forwarded-Proto") or protocol
-    out["X-Forwarded-Host"] = incoming.get("X-Forwarded-Host") or host
+    # each hop appends its peer: the chain as it came (a front proxy's entry
+    # last), then whoever connected to us
+    xff = ", ".join(incoming.get_list("X-Forwarded-For"))
+    if peer:
+        out["X-Forwarded-For"] = f"{xff}, {peer}" if xff else peer
+    elif xff:
+        out["X-Forwarded-For"] = xff
+    if client:
+        out["X-Real-Ip"] = client
+    out["X-Forwarded-Proto"] = protocol
+    out["X-Forwarded-Host"] = host
     out["X-Forwarded-Prefix"] = prefix
+    node = f"[{client}]" if client and ":" in client else client
+    out["Forwarded"] = (
+        (f"for={_quoted(node)};" if node else "") + f"host={_quoted(host)};proto={protocol}"
+    )
     if websocket:
         out["Connection"] = "Upgrade"
         out["Upgrade"] = "websocket"
@@ -390,14 +600,18 @@ class UpstreamExchange:
     the pool when the exchange ended cleanly, else closes it.
     """
 
-    def __init__(self, pool: UpstreamPool, port: int) -> None:
+    def __init__(self, pool: UpstreamPool, port: int, caller: str) -> None:
         self.pool = pool
         self.port = port
+        #: who was let in (see UpstreamPool): the connection is pooled for them only
+        self.caller = caller
         self.stream: IOStream | None = None
         self.reused = False
         self.chunked_body = False
         self.body_sent = False
         self.reusable = False
+        #: whether this exchange may leave its connection in the pool at all
+        self.poolable = True
         self.failed: BaseException | None = None
         self._head: bytes = b""
         self._no_body = True
@@ -407,16 +621,30 @@ class UpstreamExchange:
         """Connect (or reuse) and write the request head.
 
         ``body`` is ``"none"``, ``"length"`` (a Content-Length is in
-        ``headers``) or ``"chunked"`` (pieces are framed here)."""
+        ``headers``) or ``"chunked"`` (pieces are framed here).
+
+        A request with a body, and any HEAD, goes out with ``Connection: close``
+        and its connection is never pooled. Whether a backend consumed a body
+        cannot be seen from here: Python's ``http.server`` reads none on a GET,
+        and any backend may answer a POST before reading it; the unread bytes
+        would then be parsed as the next request on that connection. And
+        whether a HEAD answer was really bodiless is not certain either. Bodies
+        are relayed rather than refused (GET/DELETE with a body is used by real
+        APIs); the price is one loopback connect for such requests.
+        """
         self.chunked_body = body == "chunked"
         if self.chunked_body:
             headers["Transfer-Encoding"] = "chunked"
-        self._head = format_head(f"{method} {target} HTTP/1.1", headers)
         self.body_sent = self._no_body = body == "none"
+        if not self._no_body or method == "HEAD":
+            self.poolable = False
+            if headers.get("Upgrade") is None:
+                headers["Connection"] = "close"
+        self._head = format_head(f"{method} {target} HTTP/1.1", headers)
         await self._open()
 
     async def _open(self) -> None:
-        self.stream, self.reused = await self.pool.acquire(self.port)
+        self.stream, self.reused = await self.pool.acquire(self.port, self.caller)
         try:
             self.stream.write(self._head)
         except StreamClosedError as e:
@@ -518,7 +746,8 @@ class UpstreamExchange:
         else:
             return None
         self.reusable = (
-            _keep_alive(self._start, self._headers) and self.body_sent and self.failed is None
+            self.poolable and _keep_alive(self._start, self._headers) and self.body_sent
+            and self.failed is None
         )
         return body
 
@@ -570,7 +799,7 @@ class UpstreamExchange:
             self.failed = e
             stream.close()
             raise BackendUnavailable(str(e)) from None
-        self.reusable = reusable and self.body_sent and self.failed is None
+        self.reusable = self.poolable and reusable and self.body_sent and self.failed is None
 
     async def _relay_exact(self, remaining: int, write: Callable[[Any], Awaitable[None]]) -> None:
         stream = self.stream
@@ -631,7 +860,7 @@ class UpstreamExchange:
         if self.stream is None:
             return
         if self.reusable and not self.stream.closed():
-            self.pool.release(self.port, self.stream)
+            self.pool.release(self.port, self.caller, self.stream)
         else:
             self.stream.close()
         self.stream = None
@@ -654,11 +883,16 @@ async def _quiet(future: Awaitable[None]) -> None:
 __all__ = [
     "FAST_PATH",
     "BackendUnavailable",
+    "LiveSession",
     "ProxySettings",
     "UpstreamExchange",
     "UpstreamPool",
+    "BadFraming",
     "attempt_key",
+    "peer_address",
+    "drop_query_params",
     "format_head",
+    "request_body_framing",
     "request_headers",
     "response_headers",
     "rewrite_location",

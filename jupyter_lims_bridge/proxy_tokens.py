@@ -6,7 +6,8 @@ and the proxy mode the owner chose at run time. The file is read once and
 kept in memory, so checking a token costs a dictionary lookup and a
 constant-time compare, not a file read. A change made by another process (the
 ``jupyter lims-bridge tokens`` command) is noticed by a cheap ``stat`` at most
-once a second.
+every half second (so a live session let in by a token it revoked is closed
+within a second, see ``ProxySettings.sweep``).
 
 Must not: keep or log a plain token (it exists only in the answer to the
 create call), or know anything about HTTP handlers. Emits the token events.
@@ -42,6 +43,8 @@ _MAX_TOKEN_LENGTH = 256
 # How long ``lastUsedAt`` may lag in the file: a use marks the store dirty and
 # the write happens at most this often (and on shutdown).
 LAST_USED_PERSIST_DELAY = 30.0
+#: How often a token check may stat the file for another process's changes, seconds.
+RELOAD_INTERVAL = 0.5
 
 
 def _iso(ts: float | None) -> str | None:
@@ -68,6 +71,8 @@ class ProxyTokenStore:
         self.event_logger = event_logger
         self.clock = clock
         self._by_digest: dict[str, dict[str, Any]] = {}
+        #: the same records by id (live sessions are re-checked by token id)
+        self._by_id: dict[str, dict[str, Any]] = {}
         self._mode: dict[str, str] | None = None
         self._file_sig: tuple[int, int] | None = None
         self._next_stat = 0.0
@@ -104,6 +109,7 @@ class ProxyTokenStore:
             if old and (old.get("lastUsedAt") or 0) > (rec.get("lastUsedAt") or 0):
                 rec["lastUsedAt"] = old["lastUsedAt"]
         self._by_digest = records
+        self._by_id = {rec.get("id"): rec for rec in records.values()}
         self._mode = mode
         self._file_sig = sig
 
@@ -111,7 +117,7 @@ class ProxyTokenStore:
         now = time.monotonic()
         if not force and now < self._next_stat:
             return
-        self._next_stat = now + 1.0
+        self._next_stat = now + RELOAD_INTERVAL
         if self._stat_sig() != self._file_sig:
             self._load()
 
@@ -197,6 +203,7 @@ class ProxyTokenStore:
             "lastUsedAt": None,
         }
         self._by_digest[rec["hash"]] = rec
+        self._by_id[rec["id"]] = rec
         self._save()
         events.emit(
             self.event_logger,
@@ -217,6 +224,7 @@ class ProxyTokenStore:
         for digest, rec in list(self._by_digest.items()):
             if rec.get("id") == token_id:
                 del self._by_digest[digest]
+                self._by_id.pop(token_id, None)
                 self._save()
                 events.emit(
                     self.event_logger,
@@ -239,12 +247,15 @@ class ProxyTokenStore:
 
     # -- the proxy's check ---------------------------------------------------------
 
-    def check(self, token: str | None, port: int, client: str | None = None) -> dict[str, Any]:
+    def check(
+        self, token: str | None, port: int, client: str | None = None, *, quiet: bool = False
+    ) -> dict[str, Any]:
         """The record of a valid ``token`` for ``port``, or a :class:`LimsError`.
 
         ``port_not_allowed`` here means outside the token's own scope; the
         caller checks ``allowed_ports`` afterwards, so only a valid token
-        learns anything about ports.
+        learns anything about ports. ``quiet``: a failure emits no event (the
+        caller already knows this client is guessing).
         """
         if not token:
             raise LimsError("token_missing", "No proxy token was given (header X-Proxy-Token).")
@@ -259,19 +270,37 @@ class ProxyTokenStore:
             if candidate is not None and hmac.compare_digest(candidate["hash"], digest):
                 rec = candidate
         if rec is None:
-            self._failed("token_invalid", port, client)
+            if not quiet:
+                self._failed("token_invalid", port, client)
             raise LimsError("token_invalid", "The proxy token is not valid.")
         now = self.clock()
-        expires = rec.get("expiresAt")
-        if expires is not None and now >= expires:
+        refusal = self._refusal(rec, port, now)
+        if refusal == "token_expired":
             self._failed("token_expired", port, client, rec)
             raise LimsError("token_expired", "The proxy token has expired.")
-        scope = rec.get("ports")
-        if scope is not None and port not in scope:
+        if refusal == "port_not_allowed":
             self._failed("port_not_allowed", port, client, rec)
             raise LimsError("port_not_allowed", "This proxy token is not valid for that port.")
         self._mark_used(rec, now)
         return rec
+
+    def still_valid(self, token_id: str, port: int) -> bool:
+        """Whether the token with ``token_id`` still exists (not revoked, here or
+        by another process) and is valid for ``port`` now: the rule of
+        :meth:`check`, for a session that token let in earlier."""
+        self._maybe_reload()
+        rec = self._by_id.get(token_id)
+        return rec is not None and self._refusal(rec, port, self.clock()) is None
+
+    @staticmethod
+    def _refusal(rec: dict[str, Any], port: int, now: float) -> str | None:
+        expires = rec.get("expiresAt")
+        if expires is not None and now >= expires:
+            return "token_expired"
+        scope = rec.get("ports")
+        if scope is not None and port not in scope:
+            return "port_not_allowed"
+        return None
 
     def _failed(
         self, reason: str, port: int, client: str | None, rec: dict[str, Any] | None = None
@@ -309,9 +338,14 @@ class ProxyTokenStore:
 class AttemptLimiter:
     """Failed proxy-token attempts per client address in a sliding window.
 
-    After ``max_failures`` failures within ``window`` seconds a client is
-    refused with ``too_many_attempts`` until the window has passed, valid
-    token or not, so guessing cannot be sped up by interleaving a good token.
+    After ``max_failures`` failures within ``window`` seconds a client's
+    further *wrong* tokens are answered ``too_many_attempts`` until the window
+    has passed. A valid token is never held back (the caller asks
+    :meth:`over_limit` and counts only failures): the address is whatever
+    ``attempt_key`` believes, so a limit on good tokens would let anyone who
+    can claim an address lock its real client out. What keeps tokens from
+    being guessed is their 256 random bits; the limiter keeps guessing loops
+    out of the events and answers them with 429.
     """
 
     def __init__(self, max_failures: int = 10, window: float = 60.0, max_clients: int = 10000):
@@ -320,16 +354,22 @@ class AttemptLimiter:
         self.max_clients = max_clients
         self._failures: dict[str, list[float]] = {}
 
-    def check(self, client: str) -> None:
+    def over_limit(self, client: str) -> bool:
+        """Whether ``client`` has used up its failures for the window."""
         times = self._failures.get(client)
         if not times:
-            return
+            return False
         now = time.monotonic()
         while times and times[0] <= now - self.window:
             times.pop(0)
         if not times:
             del self._failures[client]
-        elif len(times) >= self.max_failures:
+            return False
+        return len(times) >= self.max_failures
+
+    def check(self, client: str) -> None:
+        """``too_many_attempts`` when :meth:`over_limit`."""
+        if self.over_limit(client):
             raise LimsError("too_many_attempts")
 
     def failed(self, client: str) -> None:

@@ -2,9 +2,11 @@
 
 Owns: the two pumps (client to backend, backend to client) with
 backpressure, the frame scanner that follows frame boundaries as bytes pass
-(to enforce the message size limit, count messages and see close codes), the
-close that ends a tunnel, and the session's activity and events through
-:class:`~jupyter_lims_bridge.proxy.ProxySettings`.
+(to enforce the message size limit and the control-frame rules, count
+messages and see close codes), the close that ends a tunnel (1009 too big,
+1002 protocol error, 1008 when its client is no longer admitted:
+``close_policy``, called by ``ProxySettings.sweep``), and the session's
+activity and events through :class:`~jupyter_lims_bridge.proxy.ProxySettings`.
 
 Why byte for byte: a client's frames are masked, as the backend (to whom the
 proxy is the client) requires, and the backend's frames are unmasked, as the
@@ -17,8 +19,10 @@ costs next to nothing. Payloads are never inspected nor held: memory stays at
 one read buffer per direction whatever the message size.
 
 Must not: forward a frame over the size limit (the tunnel closes with 1009
-instead), write a control frame into the middle of another frame, or leave a
-socket open after either end has gone.
+instead), forward a frame that breaks the protocol's framing rules the scanner
+relies on (a control frame over 125 bytes or fragmented, a reserved opcode:
+closed with 1002), write a control frame into the middle of another frame, or
+leave a socket open after either end has gone.
 """
 
 from __future__ import annotations
@@ -38,7 +42,13 @@ HIGH_WATER = 1024 * 1024
 #: how long a closing tunnel waits for the ends to answer the close and hang up
 CLOSE_GRACE = 5.0
 
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+#: RFC 6455 5.5: control frames carry at most 125 bytes and are never fragmented
+MAX_CONTROL_PAYLOAD = 125
+_DATA_OPCODES = frozenset({0x0, 0x1, 0x2})
+_CONTROL_OPCODES = frozenset({0x8, 0x9, 0xA})
 
 
 class FrameScanner:
@@ -48,6 +58,12 @@ class FrameScanner:
     forwarded: a frame header cut by the chunk's end is held back until it is
     complete, so a violation is always seen before any byte of its frame went
     out, and a close frame injected on this direction lands between frames.
+
+    Violations: a data message over ``limit`` (1009); a control frame
+    (opcode >= 0x8) longer than 125 bytes or without FIN, or a reserved opcode
+    (0x3-0x7, 0xB-0xF) (1002). Control frames are not counted against the
+    size limit, so without the second rule a "ping" declaring 2^40 bytes
+    would carry any amount of data past it.
     """
 
     __slots__ = ("limit", "messages", "close_code", "_skip", "_held", "_message")
@@ -66,9 +82,10 @@ class FrameScanner:
         """Whether every byte forwarded so far ends a complete frame."""
         return self._skip == 0
 
-    def feed(self, data: bytes) -> tuple[bytes | memoryview, bool]:
-        """``(bytes to forward, over_limit)``; when over the limit, the bytes
-        are the complete frames before the offending one."""
+    def feed(self, data: bytes) -> tuple[bytes | memoryview, int]:
+        """``(bytes to forward, violation)``: ``violation`` is 0, or the close
+        code to end the session with (1009 too big, 1002 protocol error); then
+        the bytes are the complete frames before the offending one."""
         if self._held:
             data = self._held + data
             self._held = b""
@@ -76,7 +93,7 @@ class FrameScanner:
         pos = self._skip
         if pos >= size:
             self._skip = pos - size
-            return data, False
+            return data, 0
         while pos < size:
             if size - pos < 2:
                 break
@@ -98,26 +115,32 @@ class FrameScanner:
             elif length == 127:
                 length = int.from_bytes(data[pos + 2 : pos + 10], "big")
             opcode = first & 0x0F
-            if opcode & 0x8:
+            if opcode in _CONTROL_OPCODES:
+                if length > MAX_CONTROL_PAYLOAD or not first & 0x80:
+                    self._skip = 0
+                    return memoryview(data)[:pos], CLOSE_PROTOCOL_ERROR
                 if opcode == 0x8 and self.close_code is None and length >= 2:
                     self._see_close(data, pos + header, masked, size)
-            else:
+            elif opcode in _DATA_OPCODES:
                 total = length if opcode else self._message + length
                 if total > self.limit:
                     self._skip = 0
-                    return memoryview(data)[:pos], True
+                    return memoryview(data)[:pos], CLOSE_TOO_BIG
                 if first & 0x80:
                     self.messages += 1
                     self._message = 0
                 else:
                     self._message = total
+            else:  # reserved opcode: no frame length can be trusted after it
+                self._skip = 0
+                return memoryview(data)[:pos], CLOSE_PROTOCOL_ERROR
             pos += header + length
         if pos >= size:
             self._skip = pos - size
-            return data, False
+            return data, 0
         self._skip = 0
         self._held = bytes(data[pos:])
-        return memoryview(data)[:pos], False
+        return memoryview(data)[:pos], 0
 
     def _see_close(self, data: bytes, start: int, masked: int, size: int) -> None:
         if start + 2 > size:
@@ -177,10 +200,8 @@ class Tunnel:
         try:
             self.client.write(self.answer)
             await asyncio.gather(
-                self._pump(self.client, self.backend, self.upward, self.downward,
-                           backend_is_dst=True),
-                self._pump(self.backend, self.client, self.downward, self.upward,
-                           backend_is_dst=False),
+                self._pump(self.client, self.backend, self.upward),
+                self._pump(self.backend, self.client, self.downward),
             )
         except StreamClosedError:
             pass  # the client left before its answer went out
@@ -190,26 +211,18 @@ class Tunnel:
             self.client.close()
             self.backend.close()
 
-    async def _pump(
-        self,
-        src: IOStream,
-        dst: IOStream,
-        scanner: FrameScanner,
-        reverse: FrameScanner,
-        *,
-        backend_is_dst: bool,
-    ) -> None:
+    async def _pump(self, src: IOStream, dst: IOStream, scanner: FrameScanner) -> None:
         pending: asyncio.Future[None] | None = None
         try:
             while True:
                 data = await src.read_bytes(READ_SIZE, partial=True)
                 if self.closing:
                     continue  # the close answer and anything after it: not relayed
-                out, too_big = scanner.feed(data)
+                out, violation = scanner.feed(data)
                 if out:
                     pending = dst.write(out)
-                if too_big:
-                    self._refuse_message(src, dst, reverse, backend_is_dst=backend_is_dst)
+                if violation:
+                    self._refuse(violation)
                     continue
                 self.on_activity()
                 if dst.writing() and _backlog(dst) > HIGH_WATER:
@@ -224,26 +237,40 @@ class Tunnel:
                 pass
         dst.close()
 
-    def _refuse_message(
-        self, src: IOStream, dst: IOStream, reverse: FrameScanner, *, backend_is_dst: bool
-    ) -> None:
-        """A message over the limit: close both ends with 1009, forward nothing more."""
+    def _refuse(self, code: int) -> None:
+        """A frame one end must not send: close both ends with ``code``, forward nothing more."""
+        what = "message over the size limit" if code == CLOSE_TOO_BIG else "protocol error"
+        log.info("lims-bridge: proxy: websocket %s; closing with %s", what, code)
+        self._close_both(code, CLOSE_GRACE)
+
+    def close_policy(self) -> None:
+        """The client is no longer admitted (token revoked or expired, proxy mode
+        changed): close both ends with 1008 at once and relay nothing more;
+        hang up for good after a second."""
+        if not self.closing:
+            self._close_both(CLOSE_POLICY, 1.0)
+
+    def _close_both(self, code: int, grace: float) -> None:
         self.closing = True
-        log.info("lims-bridge: proxy: websocket message over the size limit; closing with 1009")
-        try:
-            dst.write(close_frame(CLOSE_TOO_BIG, masked=backend_is_dst))
-        except StreamClosedError:
-            pass
-        if reverse.at_boundary():  # else src is mid-frame: a plain hang-up must do
+        # an end gets a close frame only where its direction is between frames
+        # (the offending direction's scanner stopped before the bad frame);
+        # else a plain hang-up must do: never a frame inside another one
+        for stream, masked, between_frames in (
+            (self.client, False, self.downward.at_boundary()),
+            (self.backend, True, self.upward.at_boundary()),
+        ):
+            if not between_frames:
+                stream.close()
+                continue
             try:
-                src.write(close_frame(CLOSE_TOO_BIG, masked=not backend_is_dst))
+                stream.write(close_frame(code, masked=masked))
             except StreamClosedError:
                 pass
         if self.upward.close_code is None:
-            self.upward.close_code = CLOSE_TOO_BIG
+            self.upward.close_code = code
         # both ends answer the close and hang up; don't wait on them forever
         loop = asyncio.get_running_loop()
-        self._close_timer = loop.call_later(CLOSE_GRACE, self._abort)
+        self._close_timer = loop.call_later(grace, self._abort)
 
     def _abort(self) -> None:
         self.client.close()
@@ -255,4 +282,5 @@ def _backlog(stream: IOStream) -> int:
     return getattr(stream, "_write_buffer_size", HIGH_WATER + 1)
 
 
-__all__ = ["FrameScanner", "Tunnel", "close_frame"]
+__all__ = ["CLOSE_POLICY", "CLOSE_PROTOCOL_ERROR", "CLOSE_TOO_BIG", "FrameScanner", "Tunnel",
+           "close_frame"]

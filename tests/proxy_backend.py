@@ -5,6 +5,7 @@ listening. Endpoints (all generate their data; nothing is read from disk):
 
 - ``/echo...``       any method: JSON of method, path, query, headers, body length
 - ``/upload``        streamed body: JSON of bytes received and their sha256
+- ``/early``         POST answered 413 before the body is read
 - ``/bytes?n=N``     N bytes with a Content-Length, written in 256 KiB pieces
 - ``/chunked?n=N``   N bytes chunked (no Content-Length), one flush per piece
 - ``/events?count=C&delay=S``  a text/event-stream, one flushed event each S seconds
@@ -91,6 +92,23 @@ class Upload(web.RequestHandler):
         self.finish({"received": self.n, "sha256": self.digest.hexdigest()})
 
     put = post
+
+
+@web.stream_request_body
+class Early(web.RequestHandler):
+    """Answers in ``prepare``, before reading the body (tornado then closes the
+    connection once the answer is out)."""
+
+    def prepare(self) -> None:
+        self.request.connection.set_max_body_size(1 << 40)
+        self.set_status(413)
+        self.finish({"early": True})
+
+    def data_received(self, chunk: bytes) -> None:
+        return
+
+    def post(self) -> None:
+        return
 
 
 class Bytes(web.RequestHandler):
@@ -243,6 +261,7 @@ def make_app() -> web.Application:
     return web.Application(
         [
             (r"/upload", Upload),
+            (r"/early", Early),
             (r"/bytes", Bytes),
             (r"/chunked", Chunked),
             (r"/events", Events),

@@ -20,6 +20,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from .lenient_backend import LenientBackend
+
 HERE = Path(__file__).parent
 ELN = "https://eln.example.org"
 
@@ -50,9 +52,17 @@ def closed_port():
     return free_port()
 
 
+@pytest.fixture(scope="session")
+def lenient():
+    """Python's http.server on 127.0.0.1: keep-alive, body bytes left unread."""
+    backend = LenientBackend().start()
+    yield backend
+    backend.stop()
+
+
 @pytest.fixture
-def bridge_config(backend_port, closed_port):
-    return {"allowed_ports": [backend_port, closed_port], "cors_origins": [ELN]}
+def bridge_config(backend_port, closed_port, lenient):
+    return {"allowed_ports": [backend_port, closed_port, lenient.port], "cors_origins": [ELN]}
 
 
 @pytest.fixture
@@ -85,6 +95,24 @@ def proxy_fetch(jp_fetch, backend_port):
 
 def reason(response) -> str:
     return json.loads(response.body)["reason"]
+
+
+def server_path(server: str) -> str:
+    """The base URL's path (``/a%40b/``) of a ``server`` URL, for raw request lines."""
+    return "/" + server.split("/", 3)[3]
+
+
+def raw_request(server: str, data: bytes, timeout: float = 10) -> tuple[int, bytes]:
+    """Send ``data`` as is on a fresh connection; the status and body of the answer."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    u = urlsplit(server)
+    with socket.create_connection((u.hostname, u.port), timeout) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock, method=data.split(b" ", 1)[0].decode())
+        response.begin()
+        return response.status, response.read()
 
 
 # -- who may pass ---------------------------------------------------------------
@@ -234,15 +262,45 @@ async def test_disabled_mode_refuses_everyone(proxy_fetch, jp_fetch, bridge, tok
     assert (r.code, reason(r)) == (403, "proxy_disabled")
 
 
-async def test_too_many_attempts(proxy_fetch, token):
+async def test_too_many_attempts(proxy_fetch, token, bridge):
+    events = []
+    bridge.port_proxy.event_logger = bridge.proxy_tokens.event_logger = type(
+        "L", (), {"emit": lambda self, schema_id, data: events.append(data)}
+    )()
     for _ in range(10):
         r = await proxy_fetch("echo", token="jlb_guess")
-        assert r.code == 401
+        assert (r.code, reason(r)) == (401, "token_invalid")
+    # Then further wrong tokens from that client get 429 (and no event each)
+    for _ in range(5):
+        r = await proxy_fetch("echo", token="jlb_guess")
+        assert (r.code, reason(r)) == (429, "too_many_attempts")
+    assert sum(e.get("action") == "use_failed" for e in events) == 10
+
+
+async def test_a_valid_token_passes_while_its_address_is_over_the_limit(proxy_fetch, token):
+    # Given someone guessing from the client's own address (issue #9, item 7)
+    for _ in range(12):
+        r = await proxy_fetch("echo", token="jlb_guess")
+        assert r.code in (401, 429)
+    # Then the client with a valid token is never refused, and is not counted
+    for _ in range(3):
+        r = await proxy_fetch("echo", token=token)
+        assert r.code == 200, r.body
     r = await proxy_fetch("echo", token="jlb_guess")
     assert (r.code, reason(r)) == (429, "too_many_attempts")
-    # even a good token waits: guessing cannot be interleaved with real use
-    r = await proxy_fetch("echo", token=token)
-    assert (r.code, reason(r)) == (429, "too_many_attempts")
+
+
+async def test_a_claimed_address_cannot_be_locked_out(proxy_fetch, token, bridge):
+    # Given trust_xheaders without a front proxy (a misconfiguration), a client
+    # writes X-Forwarded-For itself: it can pick the address its failures count
+    # under, but a valid token from that address still passes
+    bridge.port_proxy.trust_xheaders = True
+    victim = {"X-Forwarded-For": "198.51.100.2"}
+    for _ in range(15):
+        r = await proxy_fetch("echo", token="jlb_guess", headers=victim)
+        assert r.code in (401, 429)
+    r = await proxy_fetch("echo", token=token, headers=victim)
+    assert r.code == 200, r.body
 
 
 async def test_attempts_count_per_forwarded_client_behind_a_front_proxy(proxy_fetch, token,
@@ -254,12 +312,12 @@ async def test_attempts_count_per_forwarded_client_behind_a_front_proxy(proxy_fe
         r = await proxy_fetch("echo", token="jlb_guess",
                               headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": f"10.0.0.{i}"})
         assert r.code == 401
-    r = await proxy_fetch("echo", token=token,
+    r = await proxy_fetch("echo", token="jlb_guess",
                           headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": "10.9.9.9"})
     assert (r.code, reason(r)) == (429, "too_many_attempts")
     # another client behind the same proxy is not held back
-    r = await proxy_fetch("echo", token=token, headers={"X-Forwarded-For": "198.51.100.2"})
-    assert r.code == 200
+    r = await proxy_fetch("echo", token="jlb_guess2", headers={"X-Forwarded-For": "198.51.100.2"})
+    assert (r.code, reason(r)) == (401, "token_invalid")
 
 
 async def test_backend_unavailable(proxy_fetch, token, closed_port):
@@ -735,3 +793,460 @@ async def test_no_etag_added(proxy_fetch, token):
     r = await proxy_fetch("bytes", token=token, params={"n": "100"})
     assert r.code == 200 and len(r.body) == 100
     assert "Etag" not in r.headers
+
+
+async def test_websocket_oversized_control_frame_closes_both_with_1002(
+    server, backend_port, token, bridge
+):
+    # Given a 1000-byte message limit, when the client sends a "ping" whose
+    # header declares 2^40 bytes and then streams 25 MiB (issue #9, item 8)
+    bridge.port_proxy.websocket_max_message_size = 1000
+    req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
+    ws = await websocket_connect(req)
+    await ws.write_message("hi")
+    assert await ws.read_message() == "hi"
+    stream = ws.protocol.stream
+    stream.write(b"\x89\xff" + (1 << 40).to_bytes(8, "big") + b"\x00\x00\x00\x00")
+    piece = b"x" * (1024 * 1024)
+    for _ in range(25):
+        try:
+            await stream.write(piece)
+        except Exception:
+            break  # the proxy hung up: nothing more goes out
+    # Then the client is closed with 1002 and the backend got a 1002 close, not the bytes
+    message = await asyncio.wait_for(ws.read_message(), 10)
+    assert message is None
+    assert ws.close_code == 1002
+    codes: list = []
+    for _ in range(100):
+        r = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{backend_port}/ws-closes")
+        codes = json.loads(r.body)["codes"]
+        if 1002 in codes:
+            break
+        await asyncio.sleep(0.02)
+    assert 1002 in codes
+
+
+# -- body framing is checked before the backend sees anything (issue #9, item 10) -----
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        b"Content-Length: 5\r\nContent-Length: 5\r\n",  # tornado merges these
+        b"Content-Length: 5, 5\r\n",  # and this
+        b"Content-Length: 5\r\nContent-Length: 6\r\n",
+        b"Content-Length: +5\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 0x5\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: identity\r\n",
+        b"Transfer-Encoding: xchunked\r\n",
+    ],
+)
+async def test_ambiguous_body_framing_is_refused_before_the_backend(
+    server, token, lenient, framing, jp_base_url
+):
+    # Given a lenient backend, when a client sends a request whose body
+    # length two parsers could read differently
+    before = len(lenient.requests)
+    path = f"{server_path(server)}lims/proxy/{lenient.port}/x"
+    data = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
+            .encode() + framing + b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, body = await asyncio.to_thread(raw_request, server, data)
+    # Then it is answered 400 bad_request and the backend saw nothing at all
+    assert status == 400
+    assert json.loads(body)["reason"] == "bad_request"
+    await asyncio.sleep(0.05)
+    assert lenient.requests[before:] == []
+
+
+async def test_plain_body_framing_still_passes(server, token, backend_port):
+    path = f"{server_path(server)}lims/proxy/{backend_port}/upload"
+    for framing, body in ((b"Content-Length: 2\r\n", b"hi"),
+                          (b"Transfer-Encoding: Chunked\r\n", b"2\r\nhi\r\n0\r\n\r\n")):
+        data = (f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
+                .encode() + framing + b"\r\n" + body)
+        status, answer = await asyncio.to_thread(raw_request, server, data)
+        assert status == 200, answer
+        assert json.loads(answer)["received"] == 2
+
+
+# -- credentials in the query, in every spelling (issue #9, item 6) ---------------------
+
+_CREDENTIAL_QUERY = (
+    "token=SECRET1&_xsrf=SECRET2&%74oken=SECRET3&%5Fxsrf=SECRET4&%5fxsrf=SECRET5"
+    "&%74%6F%6B%65%6E=SECRET6&%74%6f%6b%65%6e=SECRET7&token=SECRET8&_%78srf=SECRET9"
+    "&keep=1&k%20e+y=a%2Fb&x=%74oken&token2=t&_xsrfx=y&empty&="
+)
+
+
+def _get(url: str, headers: dict[str, str]) -> bytes:
+    """A GET whose query goes out exactly as written (tornado's client would re-encode)."""
+    import urllib.request
+
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10).read()
+
+
+@pytest.mark.parametrize(
+    "query, kept",
+    [
+        (_CREDENTIAL_QUERY, "keep=1&k%20e+y=a%2Fb&x=%74oken&token2=t&_xsrfx=y&empty&="),
+        ("%74oken=SECRET1&%5Fxsrf=SECRET2&keep=1", "keep=1"),
+        ("keep=1&%74%6f%6B%65%6E=SECRET1&%5fxsrf=SECRET2", "keep=1"),
+        ("%74oken=SECRET1&%74oken=SECRET1", ""),
+        ("_xsrf=SECRET2&%74oken=SECRET1", ""),
+    ],
+)
+async def test_owner_session_query_credentials_never_reach_the_backend(
+    server, jp_auth_header, lenient, query, kept
+):
+    # Given the owner's session, when the query holds Jupyter's token and _xsrf
+    # plain, percent-encoded in either case, and repeated (a browser's link)
+    jupyter_token = jp_auth_header["Authorization"].split(" ", 1)[1]
+    for i in (1, 3, 6, 7, 8):
+        query = query.replace(f"SECRET{i}", jupyter_token)
+    url = f"{server}lims/proxy/{lenient.port}/page?{query}"
+    body = await asyncio.to_thread(_get, url, {})
+    seen = json.loads(body)["path"]
+    # Then none of them reaches the backend, and the rest passes byte for byte
+    assert jupyter_token not in seen and "SECRET" not in seen
+    assert seen == (f"/page?{kept}" if kept else "/page")
+
+
+async def test_token_caller_query_loses_every_xsrf_spelling(server, token, lenient):
+    # a proxy-token client's own ?token= is its backend's business; _xsrf never is
+    url = f"{server}lims/proxy/{lenient.port}/page?{_CREDENTIAL_QUERY}"
+    body = await asyncio.to_thread(_get, url, {"X-Proxy-Token": token})
+    seen = json.loads(body)["path"]
+    assert "SECRET2" not in seen and "SECRET4" not in seen
+    assert "SECRET5" not in seen and "SECRET9" not in seen
+    assert seen == (
+        "/page?token=SECRET1&%74oken=SECRET3&%74%6F%6B%65%6E=SECRET6&%74%6f%6b%65%6e=SECRET7"
+        "&token=SECRET8&keep=1&k%20e+y=a%2Fb&x=%74oken&token2=t&_xsrfx=y&empty&="
+    )
+
+
+# -- forwarding headers come from the proxy, not the client (issue #9, item 9) ------------
+
+
+async def test_client_forwarding_headers_do_not_reach_the_backend(
+    proxy_fetch, token, jp_base_url, backend_port, jp_http_port
+):
+    # Given a client writing its own forwarding headers (a backend building
+    # URLs from them would redirect the user to the attacker's host)
+    r = await proxy_fetch(
+        "echo",
+        token=token,
+        headers={
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Port": "4443",
+            "X-Forwarded-Prefix": "/evil",
+            "Forwarded": "for=6.6.6.6;host=evil.example;proto=https",
+            "X-Real-Ip": "6.6.6.6",
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Scheme": "https",
+        },
+    )
+    assert r.code == 200
+    seen = json.loads(r.body)["headers"]
+    # Then the backend sees the request as the proxy saw it
+    assert "evil" not in json.dumps(seen)
+    assert seen["x-forwarded-host"] == [f"127.0.0.1:{jp_http_port}"]
+    assert seen["x-forwarded-proto"] == ["http"]
+    assert "x-forwarded-port" not in seen and "x-scheme" not in seen
+    assert seen["x-forwarded-prefix"] == [f"{jp_base_url}lims/proxy/{backend_port}"]
+    assert seen["x-real-ip"] == ["127.0.0.1"]
+    assert seen["forwarded"] == [f'for="127.0.0.1";host="127.0.0.1:{jp_http_port}";proto=http']
+    # X-Forwarded-For is a chain each hop appends to: the client's part, then our peer
+    assert seen["x-forwarded-for"] == ["6.6.6.6, 127.0.0.1"]
+
+
+async def test_forwarding_headers_behind_a_trusted_front_proxy(proxy_fetch, token, bridge,
+                                                               jp_http_port):
+    # Behind JupyterHub's proxy (trust_xheaders), the client is the entry that
+    # proxy appended and the protocol is the one it reported; X-Real-Ip from the
+    # client (which configurable-http-proxy passes through) is not believed
+    bridge.port_proxy.trust_xheaders = True
+    r = await proxy_fetch("echo", token=token, headers={
+        "X-Forwarded-For": "6.6.6.6, 203.0.113.7", "X-Real-Ip": "6.6.6.6",
+        "X-Forwarded-Host": "evil.example",
+    })
+    seen = json.loads(r.body)["headers"]
+    assert seen["x-real-ip"] == ["203.0.113.7"]
+    assert seen["forwarded"][0].startswith('for="203.0.113.7";')
+    assert seen["x-forwarded-host"] == [f"127.0.0.1:{jp_http_port}"]
+    assert seen["x-forwarded-for"] == ["6.6.6.6, 203.0.113.7, 127.0.0.1"]
+
+
+# -- pooled connections never carry one caller's bytes to another (issue #9, item 1) ------
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def _attack(server: str, port: int, token: str, method: str, path: str = "/x",
+            body: bytes = SMUGGLED) -> tuple[int, bytes]:
+    """A proxy-token client's request whose body is itself a request."""
+    head = (f"{method} {server_path(server)}lims/proxy/{port}{path} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return raw_request(server, head + body)
+
+
+async def _owner_get(jp_fetch, port: int, path: str) -> dict:
+    r = await jp_fetch("lims", "proxy", str(port), path, raise_error=False)
+    assert r.code == 200, r.body
+    return json.loads(r.body)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "OPTIONS", "POST"])
+async def test_a_smuggled_request_in_a_body_reaches_nobody_else(
+    server, token, lenient, jp_fetch, method
+):
+    # Given a backend that leaves bodies unread (http.server, keep-alive; its
+    # POST answers before reading the body) and a proxy-token client that sends
+    # a request with a body that is itself a request
+    status, _ = await asyncio.to_thread(_attack, server, lenient.port, token, method)
+    assert status == 200
+    await asyncio.sleep(0.1)  # the backend has answered the smuggled request by now
+    # When the owner then uses the proxy, it gets the answer to its own request
+    assert (await _owner_get(jp_fetch, lenient.port, "owner-private"))["path"] == "/owner-private"
+    # and the attacker's next request gets its own answer, not the owner's page
+    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/next",
+                                {"X-Proxy-Token": token})
+    assert json.loads(r)["path"] == "/next"
+    # and the backend never parsed the body as a request of its own
+    assert not any(path == "/smuggled" for _, path, _ in lenient.requests)
+
+
+async def test_a_head_answered_with_a_body_does_not_desync_the_next_request(
+    server, token, lenient, jp_fetch
+):
+    # Given a backend that (wrongly) sends a body after a HEAD's head
+    r = await asyncio.to_thread(
+        lambda: raw_request(server, (
+            f"HEAD {server_path(server)}lims/proxy/{lenient.port}/head-with-body HTTP/1.1\r\n"
+            f"Host: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n\r\n").encode()))
+    assert r[0] == 200
+    await asyncio.sleep(0.05)
+    # Then the next request of the same caller, and the owner's, get their own answers
+    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/mine",
+                                {"X-Proxy-Token": token})
+    assert json.loads(r)["path"] == "/mine"
+    assert (await _owner_get(jp_fetch, lenient.port, "owner"))["path"] == "/owner"
+
+
+async def test_bytes_left_in_the_read_buffer_unpool_the_connection(server, token, lenient):
+    # Given a backend whose answer arrives twice in one write (the second copy
+    # sits in tornado's read buffer once the first is read)
+    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/double",
+                                {"X-Proxy-Token": token})
+    assert json.loads(r)["path"] == "/double"
+    # Then the same caller's next request is not answered with the leftover copy
+    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/after",
+                                {"X-Proxy-Token": token})
+    assert json.loads(r)["path"] == "/after"
+
+
+async def test_pooled_connections_are_kept_apart_per_caller(proxy_fetch, bridge, jp_fetch,
+                                                            backend_port):
+    # Given two proxy tokens and the owner's session, each reusing its connections
+    a = bridge.proxy_tokens.create("a")["token"]
+    b = bridge.proxy_tokens.create("b")["token"]
+    peers: dict[str, set[bytes]] = {"a": set(), "b": set(), "owner": set()}
+    for _ in range(3):
+        peers["a"].add((await proxy_fetch("peer", token=a)).body)
+        peers["b"].add((await proxy_fetch("peer", token=b)).body)
+        peers["owner"].add((await jp_fetch("lims", "proxy", str(backend_port), "peer")).body)
+    # Then each caller kept one connection of its own, shared with nobody
+    assert all(len(p) == 1 for p in peers.values()), peers
+    assert len(peers["a"] | peers["b"] | peers["owner"]) == 3
+
+
+def test_the_pool_keeps_only_connections_between_two_messages():
+    from jupyter_lims_bridge.proxy import UpstreamPool
+
+    class Stream:
+        def __init__(self, buffered: int, reading: bool = False) -> None:
+            self._read_buffer_size = buffered
+            self._reading = reading
+            self.closed_ = False
+
+        def closed(self) -> bool:
+            return self.closed_
+
+        def reading(self) -> bool:
+            return self._reading
+
+        def writing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            self.closed_ = True
+
+    pool = UpstreamPool()
+    for stream in (Stream(5), Stream(0, reading=True)):
+        pool.release(8050, "session", stream)  # type: ignore[arg-type]
+        assert stream.closed_
+    clean = Stream(0)
+    pool.release(8050, "session", clean)  # type: ignore[arg-type]
+    assert not clean.closed_
+    assert [s for s, _ in pool._idle[(8050, "session")]] == [clean]
+    assert list(pool._idle) == [(8050, "session")]  # kept for that caller only
+
+
+# -- live sessions end when their client is no longer admitted (issue #9, item 2) ---------
+
+CAUSES = ["revoke_api", "revoke_cli", "expiry", "mode_disabled"]
+
+
+async def _end_admission(cause: str, bridge, jp_fetch, created: dict) -> None:
+    if cause == "revoke_api":
+        r = await jp_fetch("lims", "api", "tokens", created["id"], method="DELETE")
+        assert r.code == 204
+    elif cause == "revoke_cli":
+        # `jupyter lims-bridge tokens revoke` edits the file from another process
+        from jupyter_lims_bridge.proxy_tokens import ProxyTokenStore
+
+        ProxyTokenStore(bridge.proxy_tokens.path).revoke(created["id"])
+    elif cause == "expiry":
+        real_clock = bridge.proxy_tokens.clock
+        bridge.proxy_tokens.clock = lambda: real_clock() + 3600
+    else:
+        r = await jp_fetch("lims", "api", "proxy", method="PUT",
+                           body=json.dumps({"mode": "disabled"}))
+        assert r.code == 200
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+async def test_a_live_websocket_is_closed_when_its_admission_ends(
+    server, backend_port, bridge, jp_fetch, cause
+):
+    # Given a websocket opened with a proxy token (expiring in an hour)
+    created = bridge.proxy_tokens.create("ws", expires_in=3000)
+    req = ws_request(server, backend_port, headers={"X-Proxy-Token": created["token"]})
+    ws = await websocket_connect(req)
+    await ws.write_message("hi")
+    assert await ws.read_message() == "hi"
+    # When the token is revoked (API or CLI), expires, or the mode turns disabled
+    started = time.monotonic()
+    await _end_admission(cause, bridge, jp_fetch, created)
+    # Then the client gets a 1008 close within a second, and the backend a close too
+    message = await asyncio.wait_for(ws.read_message(), 3)
+    elapsed = time.monotonic() - started
+    assert message is None
+    assert ws.close_code == 1008
+    assert elapsed < 1.5, elapsed
+    codes: list = []
+    for _ in range(100):
+        r = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{backend_port}/ws-closes")
+        codes = json.loads(r.body)["codes"]
+        if 1008 in codes:
+            break
+        await asyncio.sleep(0.02)
+    assert 1008 in codes
+    assert not bridge.port_proxy.sessions
+
+
+@pytest.mark.parametrize("cause", CAUSES)
+async def test_a_live_stream_is_aborted_when_its_admission_ends(
+    server, backend_port, bridge, jp_fetch, cause
+):
+    # Given an event stream (one event every 0.1 s for 20 s) let in by a proxy token
+    created = bridge.proxy_tokens.create("stream", expires_in=3000)
+    chunks: list[bytes] = []
+    first = asyncio.Event()
+
+    def on_chunk(chunk: bytes) -> None:
+        chunks.append(chunk)
+        first.set()
+
+    fetch = asyncio.ensure_future(AsyncHTTPClient().fetch(
+        f"{server}lims/proxy/{backend_port}/events?count=200&delay=0.1",
+        headers={"X-Proxy-Token": created["token"]}, streaming_callback=on_chunk,
+        raise_error=False, request_timeout=30,
+    ))
+    await asyncio.wait_for(first.wait(), 10)
+    # When its admission ends
+    started = time.monotonic()
+    await _end_admission(cause, bridge, jp_fetch, created)
+    # Then the stream is aborted within a second, never ended as if complete
+    with pytest.raises((HTTPClientError, OSError)):  # the connection closed mid-body
+        await asyncio.wait_for(fetch, 5)
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5, elapsed
+    assert len(chunks) < 100
+    assert not bridge.port_proxy.sessions
+
+
+async def test_open_mode_sessions_end_when_the_mode_returns_to_token(
+    server, backend_port, bridge, jp_fetch, jp_ws_fetch
+):
+    # Given a websocket let in by mode open, and one by the owner's session
+    bridge.set_proxy_mode("open")
+    anonymous = await websocket_connect(ws_request(server, backend_port))
+    bridge.set_proxy_mode("token")
+    assert await asyncio.wait_for(anonymous.read_message(), 3) is None
+    assert anonymous.close_code == 1008
+    bridge.set_proxy_mode("open")
+    anonymous = await websocket_connect(ws_request(server, backend_port))
+    await anonymous.write_message("hi")
+    assert await anonymous.read_message() == "hi"
+    bridge.set_proxy_mode("token")
+    owner = await jp_ws_fetch("lims", "proxy", str(backend_port), "ws")
+    # When the owner sets the mode back to token (API)
+    r = await jp_fetch("lims", "api", "proxy", method="PUT", body=json.dumps({"mode": "token"}))
+    assert r.code == 200
+    # Then the open-mode client is closed with 1008; the owner's session stays
+    assert await asyncio.wait_for(anonymous.read_message(), 3) is None
+    assert anonymous.close_code == 1008
+    await owner.write_message("still here")
+    assert await owner.read_message() == "still here"
+    owner.close()
+
+
+async def test_no_sweeper_runs_without_live_sessions(proxy_fetch, token, bridge):
+    for _ in range(3):
+        assert (await proxy_fetch("echo", token=token)).code == 200
+    assert not bridge.port_proxy.sessions
+    sweeper = bridge.port_proxy._sweeper
+    assert sweeper is None or sweeper.done()
+
+
+async def test_revoking_one_token_leaves_the_others_sessions(server, backend_port, bridge):
+    a = bridge.proxy_tokens.create("a")
+    b = bridge.proxy_tokens.create("b")
+    ws_a = await websocket_connect(ws_request(server, backend_port,
+                                              headers={"X-Proxy-Token": a["token"]}))
+    ws_b = await websocket_connect(ws_request(server, backend_port,
+                                              headers={"X-Proxy-Token": b["token"]}))
+    bridge.proxy_tokens.revoke(a["id"])
+    assert await asyncio.wait_for(ws_a.read_message(), 3) is None
+    assert ws_a.close_code == 1008
+    await asyncio.sleep(0.3)  # another sweep has passed
+    await ws_b.write_message("still here")
+    assert await ws_b.read_message() == "still here"
+    ws_b.close()
+
+
+async def test_an_answer_before_the_body_was_read_does_not_poison_the_pool(
+    proxy_fetch, token, jp_fetch, backend_port
+):
+    # Given a backend that answers a POST before reading its body (then hangs up)
+    r = await proxy_fetch("early", token=token, method="POST", body=b"x" * (1024 * 1024))
+    assert r.code in (413, 502)
+    # Then the next requests with a body, from the owner and from the same
+    # token, reach the backend on a connection of their own
+    for fetch in (
+        lambda: jp_fetch("lims", "proxy", str(backend_port), "upload", method="POST",
+                         body=b"y" * 10, raise_error=False),
+        lambda: proxy_fetch("upload", token=token, method="POST", body=b"y" * 10),
+    ):
+        r = await fetch()
+        assert r.code == 200, r.body
+        assert json.loads(r.body)["received"] == 10

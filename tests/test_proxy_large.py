@@ -20,7 +20,14 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from .test_proxy import backend_port, bridge_config, closed_port, server, token  # noqa: F401
+from .test_proxy import (  # noqa: F401
+    backend_port,
+    bridge_config,
+    closed_port,
+    lenient,
+    server,
+    token,
+)
 
 GIB = 1024**3
 MIB = 1024**2

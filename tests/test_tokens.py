@@ -243,6 +243,7 @@ def test_attempt_limiter():
     with pytest.raises(LimsError) as e:
         limiter.check("1.2.3.4")
     assert (e.value.reason, e.value.status) == ("too_many_attempts", 429)
+    assert limiter.over_limit("1.2.3.4") and not limiter.over_limit("5.6.7.8")
     limiter.check("5.6.7.8")  # other clients are not affected
 
 
@@ -369,3 +370,19 @@ async def test_an_empty_port_scope_is_refused(jp_fetch):
     assert (code, body["reason"]) == (400, "bad_request")
     code, listed, _ = await api(jp_fetch, "tokens")
     assert listed["tokens"] == []
+
+
+def test_still_valid_follows_revocation_expiry_scope_and_other_processes(tmp_path):
+    path = tmp_path / "t.json"
+    now = [1000.0]
+    store = ProxyTokenStore(path, clock=lambda: now[0])
+    scoped = store.create("s", [8050], expires_in=60)
+    other = store.create("o")
+    assert store.still_valid(scoped["id"], 8050)
+    assert not store.still_valid(scoped["id"], 8051)  # outside its scope
+    now[0] += 61
+    assert not store.still_valid(scoped["id"], 8050)  # expired
+    ProxyTokenStore(path).revoke(other["id"])  # the CLI, another process
+    store._next_stat = 0.0
+    assert not store.still_valid(other["id"], 8050)
+    assert not store.still_valid("no-such-id", 8050)

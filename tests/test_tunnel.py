@@ -94,3 +94,56 @@ def test_close_frame_reads_back(masked):
     scanner = FrameScanner(limit=10)
     out, _ = scanner.feed(close_frame(1009, masked=masked))
     assert scanner.close_code == 1009 and scanner.at_boundary() and len(out) == (8 if masked else 4)
+
+
+# -- protocol errors (issue #9, item 8) ------------------------------------------------
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 4096])
+def test_an_oversized_control_frame_is_a_protocol_error(masked, size):
+    # Given a "ping" declaring 2^40 bytes (control frames were not counted
+    # against the size limit, so its payload passed whatever its size)
+    ok = frame(b"a" * 10, masked=masked)
+    head = bytes((0x89, (0x80 if masked else 0) | 127)) + (1 << 40).to_bytes(8, "big")
+    if masked:
+        head += b"\x00\x00\x00\x00"
+    stream = ok + head + b"x" * 5000
+    scanner = FrameScanner(limit=1000)
+    forwarded = b""
+    violation = 0
+    for i in range(0, len(stream), size):
+        out, violation = scanner.feed(stream[i : i + size])
+        forwarded += bytes(out)
+        if violation:
+            break
+    # Then nothing of it is forwarded and the session ends with 1002
+    assert violation == 1002
+    assert forwarded == ok
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        frame(b"p" * 126, opcode=0x9),  # ping over 125 bytes
+        frame(b"p" * 126, opcode=0xA),  # pong over 125 bytes
+        frame((1000).to_bytes(2, "big") + b"r" * 124, opcode=0x8),  # close over 125
+        frame(b"p", opcode=0x9, fin=False),  # fragmented control frame
+        frame(b"c", opcode=0x8, fin=False),
+        *(frame(b"r", opcode=op) for op in (0x3, 0x4, 0x5, 0x6, 0x7, 0xB, 0xC, 0xD, 0xE, 0xF)),
+    ],
+)
+def test_control_frame_rules_and_reserved_opcodes(bad):
+    ok = frame(b"hello")
+    scanner = FrameScanner(limit=10_000)
+    out, violation = scanner.feed(ok + bad + frame(b"after"))
+    assert violation == 1002
+    assert bytes(out) == ok
+
+
+def test_control_frames_within_the_rules_pass():
+    stream = (frame(b"p" * 125, opcode=0x9) + frame(b"", opcode=0xA)
+              + frame((1000).to_bytes(2, "big") + b"r" * 123, opcode=0x8))
+    scanner = FrameScanner(limit=10)
+    out, violation = scanner.feed(stream)
+    assert violation == 0 and bytes(out) == stream

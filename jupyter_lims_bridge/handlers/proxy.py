@@ -7,6 +7,9 @@ connection to :mod:`jupyter_lims_bridge.proxy`, which does the relaying.
 
 A websocket upgrade is a plain request whose handshake the backend answers;
 on its 101 the handler hands both connections to :mod:`jupyter_lims_bridge.tunnel`.
+Tunnels and streamed bodies are registered as live sessions; ``still_admitted``
+re-makes the decision for them, so a revoked or expired token or a mode change
+ends them.
 ``prepare`` does only the auth the request needs: a request with a proxy token never touches the
 identity provider, and no proxied request writes an access-log line.
 
@@ -22,7 +25,6 @@ import json
 from collections.abc import Awaitable
 from http.client import responses
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.base.handlers import JupyterHandler
@@ -40,6 +42,31 @@ _CORS_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _CORS_HEADERS = "X-Proxy-Token, Content-Type"
 # a proxied body has no size limit of ours; tornado's default (100 MiB) would cut it
 _UNLIMITED_BODY = 1 << 62
+_QUERY_CREDENTIALS = frozenset({"_xsrf"})
+_SESSION_QUERY_CREDENTIALS = frozenset({"_xsrf", "token"})
+
+
+def still_admitted(bridge: Any, session: proxy.LiveSession) -> bool:
+    """Whether a live session's client would still be let in now.
+
+    The rules of :meth:`_ProxyAuthMixin.authorize_proxy`, re-made for a client
+    already in (``ProxySettings.sweep`` calls this while sessions live): nobody
+    in mode ``disabled``; a client let in by mode ``open`` only while the mode
+    is ``open``; a proxy token's client only while that token exists, has not
+    expired and covers the port (:meth:`ProxyTokenStore.still_valid`, the rule
+    of its ``check``); the owner's session while the mode is not ``disabled``.
+    """
+    settings = bridge.port_proxy
+    mode = settings.mode
+    if mode == "disabled" or session.port not in settings.ports:
+        return False
+    if session.via == "open":
+        return mode == "open"
+    if session.via == "token":
+        return session.token_id is not None and bridge.proxy_tokens.still_valid(
+            session.token_id, session.port
+        )
+    return session.via == "session"
 
 
 class _ProxyAuthMixin(BridgeMixin):
@@ -47,6 +74,8 @@ class _ProxyAuthMixin(BridgeMixin):
 
     absolute = False
     proxy_via: str = "none"
+    #: the id of the proxy token that let the request in (``proxy_via == "token"``)
+    proxy_token_id: str | None = None
     cors_origin: str | None = None
 
     # annotations for the JupyterHandler attributes used here
@@ -98,7 +127,7 @@ class _ProxyAuthMixin(BridgeMixin):
         else:
             token = self.request.headers.get(proxy.TOKEN_HEADER)
             if token:
-                self._check_token(token, port)
+                self.proxy_token_id = self._check_token(token, port)["id"]
                 self.proxy_via = "token"
             else:
                 await self._check_session()
@@ -107,15 +136,33 @@ class _ProxyAuthMixin(BridgeMixin):
             raise LimsError("port_not_allowed")
         return port
 
-    def _check_token(self, token: str, port: int) -> None:
+    @property
+    def proxy_caller(self) -> str:
+        """Who was let in, as the upstream pool keeps callers apart."""
+        if self.proxy_via == "token":
+            return f"token:{self.proxy_token_id}"
+        return self.proxy_via
+
+    def _check_token(self, token: str, port: int) -> dict[str, Any]:
+        """The valid token's record, or a :class:`LimsError`.
+
+        A valid token always passes: the limiter sees failures only, so nobody
+        guessing from the same address (or, with ``trust_xheaders`` and no front
+        proxy, claiming it) can lock a real client out. A client over the limit
+        gets ``too_many_attempts`` for each further wrong token, and those
+        failures emit no event each (a guessing loop cannot flood the event log).
+        """
         bridge = self.bridge
         client = proxy.attempt_key(self.request, trust_xheaders=bridge.port_proxy.trust_xheaders)
-        bridge.proxy_attempts.check(client)
+        over_limit = bridge.proxy_attempts.over_limit(client)
         try:
-            bridge.proxy_tokens.check(token, port, client)
+            return bridge.proxy_tokens.check(token, port, client, quiet=over_limit)
         except LimsError as e:
-            if e.reason != "port_not_allowed":  # a valid token used on the wrong port is no guess
-                bridge.proxy_attempts.failed(client)
+            if e.reason == "port_not_allowed":  # a valid token used on the wrong port is no guess
+                raise
+            if over_limit:
+                raise LimsError("too_many_attempts") from None
+            bridge.proxy_attempts.failed(client)
             raise
 
     async def _check_session(self) -> None:
@@ -137,20 +184,22 @@ class _ProxyAuthMixin(BridgeMixin):
         prefix = self.proxy_prefix(port_text)
         path = self.request.path
         target = path if self.absolute else (path[len(prefix) :] or "/")
-        query = self.request.query
-        if query and ("_xsrf=" in query or (self.proxy_via == "session" and "token=" in query)):
-            # Jupyter's XSRF value, and the owner's Jupyter token that may have
-            # come in the query, are not the backend's
-            dropped = {"_xsrf", "token"} if self.proxy_via == "session" else {"_xsrf"}
-            query = urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-                               if k not in dropped])
+        # Jupyter's XSRF value, and the owner's Jupyter token that may have come
+        # in the query, are not the backend's (in any spelling Jupyter decodes)
+        query = proxy.drop_query_params(
+            self.request.query,
+            _SESSION_QUERY_CREDENTIALS if self.proxy_via == "session" else _QUERY_CREDENTIALS,
+        )
         return f"{target}?{query}" if query else target
 
     def upstream_headers(self, port: int, prefix: str, *, ws: bool = False) -> httputil.HTTPHeaders:
         return proxy.request_headers(
             self.request.headers,
             port=port,
-            remote_ip=self.request.remote_ip,
+            peer=proxy.peer_address(self.request),
+            client=proxy.attempt_key(
+                self.request, trust_xheaders=self.bridge.port_proxy.trust_xheaders
+            ),
             protocol=self.request.protocol,
             host=self.request.host,
             prefix=prefix,
@@ -187,6 +236,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
 
     exchange: proxy.UpstreamExchange | None = None
     upgrade = False
+    _live: proxy.LiveSession | None = None
 
     async def prepare(self) -> None:  # type: ignore[override]
         self._transforms = []  # never re-encode a proxied body (e.g. gzip)
@@ -222,14 +272,15 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             query = self.request.query
             self.redirect(prefix + "/" + (f"?{query}" if query else ""))
             return
+        try:
+            # before anything reaches the backend; "chunked": tornado de-chunks
+            # the client's body and the exchange re-frames it
+            body = proxy.request_body_framing(self.request.headers)
+        except proxy.BadFraming as e:
+            raise LimsError("bad_request", f"Ambiguous request body framing: {e}.") from None
+        if self.upgrade and body != "none":
+            raise LimsError("bad_request", "A websocket handshake carries no body.")
         headers = self.upstream_headers(port, prefix, ws=self.upgrade)
-        req_headers = self.request.headers
-        if "Content-Length" in req_headers:
-            body = "length"
-        elif "Transfer-Encoding" in req_headers:
-            body = "chunked"  # tornado de-chunks the client's body; we re-frame it
-        else:
-            body = "none"
         if body != "none":
             connection = self.request.connection
             connection.set_max_body_size(_UNLIMITED_BODY)  # type: ignore[union-attr]
@@ -241,7 +292,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
                 connection.params = params  # type: ignore[union-attr]
                 stream = connection.stream  # type: ignore[union-attr]
                 stream.read_chunk_size = max(stream.read_chunk_size, proxy.CHUNK)
-        self.exchange = proxy.UpstreamExchange(settings.pool, port)
+        self.exchange = proxy.UpstreamExchange(settings.pool, port, self.proxy_caller)
         self._port, self._prefix = port, prefix
         try:
             await self.exchange.start(
@@ -250,6 +301,25 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         except proxy.BackendUnavailable:
             self.exchange = None
             raise LimsError("backend_unavailable") from None
+        if body != "none":
+            self._go_live()  # an upload may run for hours too
+
+    def _go_live(self) -> None:
+        """Register this request's body stream so it ends once its client is no
+        longer admitted (token revoked or expired, mode changed)."""
+        if self._live is None:
+            self._live = self.bridge.port_proxy.session_opened(
+                self._port, self.proxy_via, self.proxy_token_id, "stream", self._abort
+            )
+
+    def _abort(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and exchange.stream is not None:
+            exchange.reusable = False
+            exchange.stream.close()
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        if not stream.closed():
+            stream.close()
 
     def compute_etag(self) -> None:
         # the backend's caching headers apply, tornado must not add an Etag
@@ -274,12 +344,14 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         return self.exchange.send(chunk)
 
     def on_connection_close(self) -> None:
+        self.bridge.port_proxy.session_closed(self._live)
         if self.exchange is not None and self.exchange.stream is not None:
             # the client left: the upstream connection is mid-exchange, drop it
             self.exchange.reusable = False
             self.exchange.stream.close()
 
     def on_finish(self) -> None:
+        self.bridge.port_proxy.session_closed(self._live)
         if self.exchange is not None:
             self.exchange.done()
 
@@ -330,6 +402,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             self.finish()
             return
         connection = self.request.connection
+        self._go_live()  # an event stream or a download may run for hours
         try:
             await self.flush()
         except StreamClosedError:
@@ -382,11 +455,15 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             max_message_size=settings.websocket_max_message_size,
             on_activity=lambda: settings.touch_activity(self.settings),
         )
+        live = settings.session_opened(
+            self._port, self.proxy_via, self.proxy_token_id, "websocket", tunnel.close_policy
+        )
         try:
             await tunnel.run()  # closes both ends, whatever happens
         except Exception:  # the handler is detached: no error page can go out, only a log line
             self.log.exception("lims-bridge: proxy: websocket tunnel to port %s failed", self._port)
         finally:
+            settings.session_closed(live)
             settings.session_ended(self._port, path, self.proxy_via, started, tunnel.messages,
                                    tunnel.close_code)
 

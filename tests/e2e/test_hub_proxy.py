@@ -66,7 +66,9 @@ def proxy_token(hub, backend) -> str:
 
 def test_token_alone_reaches_the_service(hub, backend, proxy_token):
     url = hub.user_url(USER) + f"lims/proxy/{backend}/echo/x?y=1"
-    r = requests.get(url, headers={"X-Proxy-Token": proxy_token}, timeout=30,
+    forged = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https",
+              "Forwarded": "host=evil.example", "X-Real-Ip": "10.6.6.6"}
+    r = requests.get(url, headers={"X-Proxy-Token": proxy_token, **forged}, timeout=30,
                      allow_redirects=False)
     assert r.status_code == 200, r.text
     echo = r.json()
@@ -74,6 +76,10 @@ def test_token_alone_reaches_the_service(hub, backend, proxy_token):
     seen = json.dumps(echo["headers"])
     assert proxy_token not in seen
     assert echo["headers"]["x-forwarded-prefix"] == [f"/user/{USER}/lims/proxy/{backend}"]
+    # the hub's view of the request, not the client's claims (issue #9, item 9)
+    assert "evil.example" not in seen and "10.6.6.6" not in seen
+    assert echo["headers"]["x-forwarded-host"] == [hub.user_url(USER).split("/")[2]]
+    assert echo["headers"]["x-forwarded-proto"] == ["http"]
 
 
 def test_without_token_401(hub, backend, proxy_token):
@@ -133,7 +139,7 @@ def test_websocket_with_token(hub, backend, proxy_token):
 
 
 def test_guesses_are_limited_whatever_address_the_client_claims(hub, backend, proxy_token):
-    # Last in this module: it locks this client out for the limiter's window.
+    # Last in this module: it puts this client over the limiter for its window.
     # JupyterHub's single-user server trusts X-headers; a client that makes up
     # a new X-Real-Ip / X-Forwarded-For for every guess is still one client,
     # the address configurable-http-proxy appended.
@@ -142,6 +148,9 @@ def test_guesses_are_limited_whatever_address_the_client_claims(hub, backend, pr
         forged = {"X-Real-Ip": f"10.1.0.{i}", "X-Forwarded-For": f"10.2.0.{i}"}
         r = requests.get(url, headers={"X-Proxy-Token": f"jlb_guess{i}", **forged}, timeout=30)
         assert (r.status_code, r.json()["reason"]) == (401, "token_invalid")
-    r = requests.get(url, headers={"X-Proxy-Token": proxy_token, "X-Real-Ip": "10.9.9.9"},
+    r = requests.get(url, headers={"X-Proxy-Token": "jlb_guess", "X-Real-Ip": "10.9.9.9"},
                      timeout=30)
     assert (r.status_code, r.json()["reason"]) == (429, "too_many_attempts")
+    # a valid token from that very address still passes (issue #9, item 7)
+    r = requests.get(url, headers={"X-Proxy-Token": proxy_token}, timeout=30)
+    assert r.status_code == 200, r.text
