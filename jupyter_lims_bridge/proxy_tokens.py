@@ -1,6 +1,8 @@
 """Proxy tokens: creation, verification, revocation, and the failed-attempt limiter.
 
-Owns ``<state_dir>/proxy_tokens.json`` (mode 0600, rewritten atomically): the
+Owns ``<state_dir>/proxy_tokens.json`` (a :mod:`.statefile`: mode 0600, every
+change made under its lock to the file's current content, so the server and
+the ``tokens`` command never drop each other's changes): the
 tokens' sha256 digests with their name, port scope, expiry and ``lastUsedAt``,
 and the proxy mode the owner chose at run time. The file is read once and
 kept in memory, so checking a token costs a dictionary lookup and a
@@ -17,18 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import events
-from .statefile import write_private_json
 from .errors import LimsError
+from .statefile import read_json, update_private_json
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +92,15 @@ class ProxyTokenStore:
 
     def _load(self) -> None:
         sig = self._stat_sig()
+        self._adopt(read_json(self.path) if sig is not None else {}, sig)
+
+    def _adopt(self, data: dict[str, Any], sig: tuple[int, int] | None) -> None:
+        """Hold the file's content ``data`` (as of ``sig``) in memory."""
         records: dict[str, dict[str, Any]] = {}
-        mode = None
-        if sig is not None:
-            try:
-                data = json.loads(self.path.read_text())
-                for rec in data.get("tokens", []):
-                    if isinstance(rec, dict) and isinstance(rec.get("hash"), str):
-                        records[rec["hash"]] = rec
-                if isinstance(data.get("mode"), dict):
-                    mode = data["mode"]
-            except (OSError, ValueError, AttributeError):
-                log.warning("lims-bridge: ignoring unreadable %s", self.path)
+        tokens = data.get("tokens")
+        for rec in tokens if isinstance(tokens, list) else []:
+            if isinstance(rec, dict) and isinstance(rec.get("hash"), str):
+                records[rec["hash"]] = rec
         # keep the fresher in-memory lastUsedAt of tokens that still exist
         for digest, rec in records.items():
             old = self._by_digest.get(digest)
@@ -110,7 +108,8 @@ class ProxyTokenStore:
                 rec["lastUsedAt"] = old["lastUsedAt"]
         self._by_digest = records
         self._by_id = {rec.get("id"): rec for rec in records.values()}
-        self._mode = mode
+        mode = data.get("mode")
+        self._mode = mode if isinstance(mode, dict) else None
         self._file_sig = sig
 
     def _maybe_reload(self, force: bool = False) -> None:
@@ -121,15 +120,25 @@ class ProxyTokenStore:
         if self._stat_sig() != self._file_sig:
             self._load()
 
-    def _save(self) -> None:
-        data = {
-            "version": 1,
-            "mode": self._mode,
-            "tokens": sorted(self._by_digest.values(), key=lambda r: r["createdAt"]),
-        }
-        write_private_json(self.path, data)
-        self._file_sig = self._stat_sig()
+    def _change(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``change`` to the file's current content under its lock, write it,
+        and hold the result; a :class:`LimsError` from ``change`` writes nothing."""
+
+        def apply(data: dict[str, Any]) -> bool:
+            data["version"] = 1
+            if not isinstance(data.get("tokens"), list):
+                data["tokens"] = []
+            change(data)
+            # what this server knows and the file not yet: the newest lastUsedAt
+            for rec in data["tokens"]:
+                mine = self._by_digest.get(rec.get("hash")) if isinstance(rec, dict) else None
+                if mine and (mine.get("lastUsedAt") or 0) > (rec.get("lastUsedAt") or 0):
+                    rec["lastUsedAt"] = mine["lastUsedAt"]
+            return True
+
+        data = update_private_json(self.path, apply)
         self._dirty = False
+        self._adopt(data, self._stat_sig())
 
     def flush(self) -> None:
         """Write a pending ``lastUsedAt`` now (called on shutdown)."""
@@ -137,9 +146,8 @@ class ProxyTokenStore:
             self._flush_handle.cancel()
             self._flush_handle = None
         if self._dirty:
-            self._maybe_reload(force=True)
             try:
-                self._save()
+                self._change(lambda data: None)
             except OSError as e:
                 log.warning("lims-bridge: could not write %s: %s", self.path.name, e)
 
@@ -190,7 +198,6 @@ class ProxyTokenStore:
             or not 0 < expires_in <= 10 * 365 * 86400
         ):
             raise LimsError("bad_request", "'expiresIn' must be a positive number of seconds.")
-        self._maybe_reload(force=True)
         now = self.clock()
         token = PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
         rec = {
@@ -202,9 +209,7 @@ class ProxyTokenStore:
             "expiresAt": now + expires_in if expires_in is not None else None,
             "lastUsedAt": None,
         }
-        self._by_digest[rec["hash"]] = rec
-        self._by_id[rec["id"]] = rec
-        self._save()
+        self._change(lambda data: data["tokens"].append(rec))
         events.emit(
             self.event_logger,
             events.PROXY_TOKENS,
@@ -220,19 +225,21 @@ class ProxyTokenStore:
         return [self._public(r) for r in recs]
 
     def revoke(self, token_id: str) -> None:
-        self._maybe_reload(force=True)
-        for digest, rec in list(self._by_digest.items()):
-            if rec.get("id") == token_id:
-                del self._by_digest[digest]
-                self._by_id.pop(token_id, None)
-                self._save()
-                events.emit(
-                    self.event_logger,
-                    events.PROXY_TOKENS,
-                    {"action": "revoked", "tokenId": token_id, "name": rec.get("name")},
-                )
-                return
-        raise LimsError("not_found", "No proxy token has that id.")
+        revoked: list[dict[str, Any]] = []
+
+        def remove(data: dict[str, Any]) -> None:
+            kept = [r for r in data["tokens"] if not (isinstance(r, dict) and r.get("id") == token_id)]
+            if len(kept) == len(data["tokens"]):
+                raise LimsError("not_found", "No proxy token has that id.")
+            revoked.extend(r for r in data["tokens"] if r not in kept)
+            data["tokens"] = kept
+
+        self._change(remove)
+        events.emit(
+            self.event_logger,
+            events.PROXY_TOKENS,
+            {"action": "revoked", "tokenId": token_id, "name": revoked[0].get("name")},
+        )
 
     @staticmethod
     def _public(rec: dict[str, Any]) -> dict[str, Any]:
@@ -330,9 +337,7 @@ class ProxyTokenStore:
     def save_mode(self, mode: str, configured: str) -> None:
         if mode not in MODES:
             raise LimsError("bad_request", "'mode' must be one of token, open, disabled.")
-        self._maybe_reload(force=True)
-        self._mode = {"mode": mode, "configured": configured}
-        self._save()
+        self._change(lambda data: data.update(mode={"mode": mode, "configured": configured}))
 
 
 class AttemptLimiter:

@@ -45,3 +45,28 @@ def test_recent_opens_of_two_servers_sharing_a_state_dir_are_merged(tmp_path):
     # Then both lists show both, newest first
     for recent in (first, second):
         assert [e["path"] for e in recent.list()] == ["lims/b.ipynb", "lims/a.ipynb"]
+
+
+def test_proxy_tokens_created_by_many_stores_on_one_file_are_all_kept(tmp_path):
+    # Given four token stores on one file (a server, the tokens command, a named server…)
+    from jupyter_lims_bridge.proxy_tokens import ProxyTokenStore
+
+    path = tmp_path / "proxy_tokens.json"
+    stores = [ProxyTokenStore(path) for _ in range(4)]
+
+    def create(store: ProxyTokenStore, name: str) -> None:
+        for i in range(25):
+            store.create(f"{name}-{i}")
+
+    # When each creates tokens at the same time
+    threads = [threading.Thread(target=create, args=(s, str(n))) for n, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # Then none was lost, and a revocation through one store reaches every other
+    assert len(ProxyTokenStore(path).list()) == 100
+    victim = stores[0].list()[0]["id"]
+    stores[1].revoke(victim)
+    assert victim not in {t["id"] for t in stores[2].list()}
+    assert len(stores[3].list()) == 99
