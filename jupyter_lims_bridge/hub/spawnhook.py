@@ -51,6 +51,15 @@ class MountsRefused(Exception):
     safe to show to the user (no token, no LIMS response body)."""
 
 
+class LimsSpawnError(RuntimeError):
+    """Fails a spawn (``on_error = "fail"``). JupyterHub shows ``jupyterhub_message``
+    to the user on its spawn pages (other exceptions' text only in the progress stream)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.jupyterhub_message = message
+
+
 @dataclass(frozen=True)
 class Mount:
     """One store from the LIMS's answer, checked."""
@@ -368,8 +377,7 @@ class LimsSpawnHook(LoggingConfigurable):
                 self.log.warning("LimsSpawnHook: no LIMS mounts for %s: %s", name, e)
                 return {}
             self.log.error("LimsSpawnHook: spawn of %s refused: %s", name, e)
-            # JupyterHub shows the exception's text on the spawn page
-            raise RuntimeError(f"The LIMS data for your server could not be prepared: {e}") from None
+            raise LimsSpawnError(f"The LIMS data for your server could not be prepared: {e}") from None
         paths = apply_answer(spawner, answer, self.mount_root, self.log)
         self.log.info("LimsSpawnHook: %s gets LIMS mounts %s", name, sorted(paths))
         return paths
