@@ -134,3 +134,17 @@ def test_the_hub_extra_names_what_the_hub_imports():
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = {re.split(r"[<>=\[ ]", req)[0].lower() for req in extras["hub"]}
     assert {"jupyterhub", "pyjwt"} <= names
+
+
+def test_the_deploy_doc_names_every_option_of_both_classes_and_the_readme_links_it():
+    from jupyter_lims_bridge.hub import LimsAuthenticator, LimsSpawnHook
+
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    for cls in (LimsAuthenticator, LimsSpawnHook):
+        for name in cls.class_own_traits(config=True):
+            assert f"`{name}`" in doc, f"docs/deploy.md does not describe {cls.__name__}.{name}"
+    variables = set(re.findall(r'"(LIMS_[A-Z_]+)"', (DEPLOY / "hub_config.py").read_text()))
+    assert len(variables) == 7
+    for name in variables:
+        assert f"`{name}`" in doc, name
+    assert "(docs/deploy.md)" in (REPO / "README.md").read_text()
