@@ -439,3 +439,13 @@ def test_an_answer_that_is_not_json_is_refused():
                 await spawn_hook(local("alice"), LimsSpawnHook(mounts_url=lims.url))
 
     run(main())
+
+
+def test_a_plain_http_mounts_url_off_loopback_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING):
+        LimsSpawnHook(mounts_url="http://127.0.0.1:9/users/{username}/mounts")
+        assert "plain http" not in caplog.text
+        LimsSpawnHook(mounts_url="http://lims.example.org/users/{username}/mounts")
+    assert "plain http" in caplog.text
+    with pytest.raises(Exception, match="http"):
+        LimsSpawnHook(mounts_url="file:///etc/passwd")

@@ -312,8 +312,12 @@ class LimsSpawnHook(LoggingConfigurable):
     @validate("mounts_url")
     def _validate_mounts_url(self, proposal: dict[str, Any]) -> str:
         value = proposal["value"]
-        if value and urlsplit(value).scheme not in ("http", "https"):
+        parts = urlsplit(value)
+        if value and parts.scheme not in ("http", "https"):
             raise TraitError("mounts_url must be an http(s) URL")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            # the service token would cross the network in clear text
+            self.log.warning("LimsSpawnHook: mounts_url is plain http; use https outside loopback")
         return value
 
     service_token = Unicode(

@@ -630,7 +630,9 @@ def hub(tmp_path_factory) -> Iterator[Hub]:
         instance.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope: the hub and its servers are gone before other modules' hub starts
+# (two hubs and their servers at once slowed the proxy tests into flakiness).
+@pytest.fixture(scope="module")
 def lims_stand_in() -> Iterator[LimsStandIn]:
     stand_in = LimsStandIn()
     stand_in.up()
@@ -640,7 +642,7 @@ def lims_stand_in() -> Iterator[LimsStandIn]:
         stand_in.down()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lims_hub(tmp_path_factory, lims_stand_in) -> Iterator[Hub]:
     """A hub configured by deploy/hub_config.py: LimsAuthenticator logs browsers in
     with the deep link's token, LimsSpawnHook asks ``lims_stand_in`` for mounts."""
