@@ -30,8 +30,7 @@ from jupyterhub.auth import Authenticator
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.login import LoginHandler
 from tornado import web
-from traitlets import Bool, Int, List, Unicode, default, validate
-from traitlets import TraitError
+from traitlets import Bool, Int, List, TraitError, Unicode, default, validate
 
 from ..claims import KeySet, OpenTokenVerifier, OpenRequest
 from ..errors import LimsError

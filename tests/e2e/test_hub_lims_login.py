@@ -202,6 +202,14 @@ def test_the_launch_page_uses_nothing_up(lims_hub):
     assert post.status_code == 200
 
 
+def test_the_launch_page_escapes_what_next_carries(lims_hub):
+    token = lims_hub.token("gina", entity=entity("S-311"))
+    next_url = "/hub/user-redirect/lims/open?lims_token=" + token + '&x="><script>alert(1)</script>'
+    r = requests.get(login_page_url(lims_hub, next_url), timeout=10)
+    assert r.status_code == 200 and 'id="lims-hub-login"' in r.text
+    assert "<script>alert(1)" not in r.text
+
+
 def test_the_login_endpoint_requires_the_login_pages_xsrf(lims_hub):
     token = lims_hub.token("gina", entity=entity("S-308"))
     r = requests.post(lims_hub.url + "hub/lims/login", data={"lims_token": token}, timeout=10)
