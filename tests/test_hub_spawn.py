@@ -46,6 +46,14 @@ def no_cluster(tmp_path_factory, monkeypatch):
     path.write_text(KUBECONFIG)
     monkeypatch.setenv("KUBECONFIG", str(path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # kubernetes_asyncio's Configuration sets the urllib3 logger to WARNING, for the
+    # whole process: give later tests (which read urllib3's debug lines) theirs back
+    loggers = logging.root.manager.loggerDict
+    levels = {name: lg.level for name, lg in loggers.items() if isinstance(lg, logging.Logger)}
+    yield
+    for name, lg in list(loggers.items()):
+        if isinstance(lg, logging.Logger) and lg.level != levels.get(name, logging.NOTSET):
+            lg.setLevel(levels.get(name, logging.NOTSET))
 
 
 class Lims:
