@@ -308,11 +308,13 @@ class LimsLoginPageHandler(_Pages, LoginHandler):
         raise web.HTTPError(405)
 
 
-class LimsLoginHandler(BaseHandler):
+class LimsLoginHandler(_Pages, BaseHandler):
     """``POST /hub/lims/login`` (form fields ``lims_token``, ``next``, ``_xsrf``): log in.
 
-    Answers JSON: ``200 {"next": url}`` with the login cookie set, or the error
-    ``{"message", "reason"}`` with its status.
+    The launch page's script asks for JSON: ``200 {"next": url}`` with the login
+    cookie set, or the error ``{"message", "reason"}`` with its status. A plain
+    form post (the page's no-script button) gets a redirect to ``next``, or the
+    error page.
     """
 
     async def get(self) -> None:
@@ -321,9 +323,10 @@ class LimsLoginHandler(BaseHandler):
 
     async def post(self) -> None:
         authenticator = self.authenticator
-        self.set_header("Cache-Control", "no-store")
+        self.no_store()
         if not isinstance(authenticator, LimsAuthenticator):
             raise web.HTTPError(404)
+        wants_json = "application/json" in self.request.headers.get("Accept", "")
         token = self.get_body_argument("lims_token", default="")
         next_url = self.get_body_argument("next", default="")
         try:
@@ -333,12 +336,18 @@ class LimsLoginHandler(BaseHandler):
         except LimsError as e:
             authenticator.log.warning("LIMS login refused: %s", e.reason)
             self.set_status(e.status)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": e.message, "reason": e.reason}))
+            if wants_json:
+                self.set_header("Content-Type", "application/json")
+                self.finish(json.dumps({"message": e.message, "reason": e.reason}))
+            else:
+                self.finish(self.render_lims("lims_hub_error.html", error=e))
             return
         target = safe_next_url(next_url, base_url=self.base_url, username=user.name)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"next": target}))
+        if wants_json:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"next": target}))
+        else:
+            self.redirect(target)
 
 
 class _StaticHandler(web.StaticFileHandler):

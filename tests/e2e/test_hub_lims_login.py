@@ -119,6 +119,7 @@ def test_a_replayed_login_token_from_a_second_fresh_browser_is_refused(lims_hub,
     _, again = lims_hub.lims_login(token)
     assert (again.status_code, again.json()["reason"]) == (401, "token_replayed")
     assert token not in again.text
+    assert_token_only_in_request_lines(lims_hub, token)
 
 
 def test_a_hostile_next_lands_on_the_hub_home(lims_hub, lims_page):
@@ -147,6 +148,24 @@ def test_every_hostile_next_gets_the_hub_home_from_the_login_endpoint(lims_hub, 
     _, r = lims_hub.lims_login(token, next_url=hostile.replace("T", token))
     assert r.status_code == 200, r.text
     assert r.json() == {"next": "/hub/home"}
+
+
+def test_a_plain_form_post_is_redirected_to_next_or_shown_the_error_page(lims_hub):
+    # the launch page's no-script button posts a form and follows the redirect
+    token = lims_hub.token("erin", entity=entity("S-312"))
+    link = "/hub/user-redirect/lims/open?" + urllib.parse.urlencode({"lims_token": token})
+    session = requests.Session()
+    session.get(login_page_url(lims_hub, link), timeout=10)
+    form = {"lims_token": token, "next": link, "_xsrf": session.cookies.get("_xsrf", path="/hub/")}
+    r = session.post(lims_hub.url + "hub/lims/login", data=form, allow_redirects=False, timeout=30)
+    assert (r.status_code, r.headers["Location"]) == (302, link)
+    # the same form from another browser
+    other = requests.Session()
+    other.get(login_page_url(lims_hub, link), timeout=10)
+    form["_xsrf"] = other.cookies.get("_xsrf", path="/hub/")
+    again = other.post(lims_hub.url + "hub/lims/login", data=form, allow_redirects=False, timeout=30)
+    assert again.status_code == 401 and 'data-reason="token_replayed"' in again.text
+    assert token not in again.text
 
 
 def test_a_deep_link_to_the_users_own_server_is_kept(lims_hub):
