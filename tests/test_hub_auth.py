@@ -304,3 +304,12 @@ def test_the_hub_package_does_not_import_jupyter_server():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_username_map_is_applied_once(lims_key):
+    # JupyterHub normalises the name authenticate() returns: a chain in username_map
+    # (a.smith -> alice -> root) must not be followed twice
+    auth = LimsAuthenticator(
+        public_keys=[lims_key[1]], strict_username=False, username_map={"a.smith": "alice", "alice": "root"}
+    )
+    assert login(auth, token_for(lims_key[0], sub="a.smith"))["name"] == "alice"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import ChoiceLoader, FileSystemLoader
+from jupyterhub._xsrf_utils import _set_xsrf_cookie  # private; as LoginHandler.get (5.x, 6.x)
 from jupyterhub.auth import Authenticator
 from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.handlers.login import LoginHandler
@@ -185,7 +186,7 @@ class LimsAuthenticator(Authenticator):
         """Verify ``token`` and map its user name, using nothing up. Raises :class:`LimsError`."""
         request = await self.verifier.verify(token)
         claim = self.username_claim
-        raw = request.sub if claim == "sub" else request.extra.get(claim)
+        raw = self._claimed_name(request)
         if not isinstance(raw, str) or not raw.strip():
             raise LimsError("bad_claims", f"The token's {claim!r} claim names no user.")
         name = self.normalize_username(raw)
@@ -199,13 +200,17 @@ class LimsAuthenticator(Authenticator):
             )
         return request, name
 
+    def _claimed_name(self, request: OpenRequest) -> Any:
+        claim = self.username_claim
+        return request.sub if claim == "sub" else request.extra.get(claim)
+
     async def authenticate(self, handler: Any, data: dict[str, Any]) -> dict[str, Any] | None:
         """Verify ``data["lims_token"]``, record its login use, and name the user.
 
         Raises :class:`LimsError` (the login handler turns it into the answer).
         JupyterHub applies ``normalize_username``, the block and allow lists after this.
         """
-        request, name = await self.check_token(data.get("lims_token"))
+        request, _ = await self.check_token(data.get("lims_token"))
         try:
             fresh = self.used_tokens.consume(
                 f"{request.iss or ''}\x00{request.jti}", request.exp + self.leeway
@@ -224,7 +229,9 @@ class LimsAuthenticator(Authenticator):
                 'click "Open in Jupyter" again.',
                 status=401,  # a login refused (DESIGN: hub side), not the server's 409
             )
-        return {"name": name}
+        # the name as claimed: JupyterHub normalises it once more itself (applying
+        # username_map twice could chain two of its entries)
+        return {"name": self._claimed_name(request)}
 
     def get_handlers(self, app: Any) -> list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]]:
         # listed ahead of JupyterHub's own handlers, so this /login wins
@@ -271,8 +278,6 @@ class LimsLoginPageHandler(_Pages, LoginHandler):
         if self.current_user or not isinstance(self.authenticator, LimsAuthenticator):
             return await super().get()
         # as JupyterHub's login page: a fresh _xsrf cookie, which the POST must echo
-        from jupyterhub._xsrf_utils import _set_xsrf_cookie
-
         _set_xsrf_cookie(
             self, self._xsrf_token_id, cookie_path=self.hub.base_url, xsrf_token=self.xsrf_token
         )
