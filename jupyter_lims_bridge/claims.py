@@ -324,7 +324,7 @@ class OpenTokenVerifier:
         self,
         *,
         keys: KeySet,
-        owner: str,
+        owner: str | None,
         audience: str,
         issuers: Iterable[str] = (),
         max_token_lifetime: int = 600,
@@ -434,8 +434,12 @@ class OpenTokenVerifier:
             raise LimsError("token_expired", "The token was issued in the future (check the clocks).")
 
     def check_claims(self, claims: dict[str, Any]) -> OpenRequest:
-        """Check owner and LIMS claims of signature-verified ``claims``."""
-        if claims["sub"] != self.owner:
+        """Check owner and LIMS claims of signature-verified ``claims``.
+
+        ``owner=None`` (the hub, which serves every user) skips the owner check:
+        the caller maps ``sub`` to a user itself.
+        """
+        if self.owner is not None and claims["sub"] != self.owner:
             # the claims are signed, so the error page may offer the way back to the ELN
             raise LimsError("wrong_user", claims=claims)
         try:

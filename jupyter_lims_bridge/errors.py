@@ -25,6 +25,8 @@ REASONS: dict[str, tuple[int, str]] = {
     "wrong_user": (403, "This link was made for another user."),
     "token_replayed": (409, "This link has already been used."),
     "bad_claims": (422, "The token's claims are missing or malformed."),
+    # the hub's login (jupyter_lims_bridge.hub): the user is not in its allow lists
+    "user_not_allowed": (403, "This user may not log in to this JupyterHub."),
     # workspace and data
     "path_not_allowed": (403, "That path is not allowed."),
     "unknown_mount": (422, "The data store named in the token is not available here."),

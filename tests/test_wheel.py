@@ -72,6 +72,15 @@ def test_the_wheel_contains_the_prebuilt_labextension(wheel: Path):
     assert not [n for n in names if "node_modules" in n or n.endswith((".ts", ".tsx"))]
 
 
+def test_the_wheel_carries_the_hub_sides_pages_and_script(wheel: Path):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for page in ("lims_hub_launch.html", "lims_hub_error.html", "lims_hub_start.html"):
+        assert f"jupyter_lims_bridge/hub/templates/{page}" in names
+    assert "jupyter_lims_bridge/hub/static/hub-login.js" in names
+    metadata = zipfile.ZipFile(wheel).read(f"jupyter_lims_bridge-{__version__}.dist-info/METADATA").decode()
+    assert "Provides-Extra: hub" in metadata
+
+
 def test_a_fresh_venv_with_the_wheel_lists_the_extension_enabled(wheel: Path, tmp_path):
     # Given a fresh virtual environment without system site-packages
     env_dir = tmp_path / "venv"

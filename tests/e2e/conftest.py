@@ -29,6 +29,15 @@ API for tests (see :class:`Hub`)::
     hub.api("GET", "users/alice")   # hub REST API with an admin service token
     hub.browser_login(page, "alice")  # log a Playwright page in through the form
 
+``lims_hub`` is a second hub, configured by ``deploy/hub_config.py`` (the z2jh
+``hub.extraConfig``): ``LimsAuthenticator`` and ``LimsSpawnHook`` asking
+``lims_stand_in`` (a LIMS mounts API on 127.0.0.1; ``answers[name]``, ``requests``,
+``down()``/``up()``). Its servers get no ``LIMS_BRIDGE_DATA_MOUNTS`` but the hook's.
+``lims_page`` is ``page`` for it, and::
+
+    session, response = lims_hub.lims_login(token)   # the launch page's POST, no browser
+    lims_hub.server_env("alice")                      # the env her server process got
+
 ``hub`` starts only when a test asks for it; tests that need a browser ask for
 ``browser`` (one headless Debian Chromium per test module) and get pages from
 ``page`` (a fresh context per test; on failure its screenshot and console log
@@ -52,8 +61,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +103,10 @@ def find_chromium() -> str | None:
     if Path("/usr/bin/chromium").exists():
         return "/usr/bin/chromium"
     return shutil.which("chromium")
+
+
+DEPLOY_HUB_CONFIG = REPO / "deploy" / "hub_config.py"
+ELN_URL = "https://eln.example.org/"
 
 
 def free_port() -> int:
@@ -160,6 +174,86 @@ c.Spawner.pre_spawn_hook = pre_spawn_hook
 '''
 
 
+# Appended for a hub with a LIMS stand-in: the deployment's own hub configuration,
+# loaded as z2jh loads hub.extraConfig (exec in this file's namespace, `c` in it).
+# The harness keeps its own pre-spawn work (env.json, JupyterLab settings) and lets
+# tests switch LimsSpawnHook.on_error through lims.json, then runs the deploy's hook.
+LIMS_HUB_CONFIG = r'''
+
+DEPLOY_CONFIG = {deploy_config!r}
+exec(compile(Path(DEPLOY_CONFIG).read_text(), DEPLOY_CONFIG, "exec"))
+
+from jupyter_lims_bridge.hub import LimsSpawnHook
+
+_lims_hook = c.Spawner.pre_spawn_hook
+assert isinstance(_lims_hook, LimsSpawnHook), "deploy/hub_config.py installed no LimsSpawnHook"
+
+
+async def lims_pre_spawn_hook(spawner):
+    pre_spawn_hook(spawner)
+    control = ROOT / "lims.json"
+    if control.exists():
+        _lims_hook.on_error = json.loads(control.read_text()).get("on_error", "fail")
+    return await _lims_hook(spawner)
+
+
+c.Spawner.pre_spawn_hook = lims_pre_spawn_hook
+'''
+
+
+class LimsStandIn:
+    """The LIMS's mounts API on 127.0.0.1: ``GET /api/jupyter/users/<name>/mounts``
+    answers ``answers[name]`` (default: no mounts) to the hub's service token, and
+    records who asked. ``down()`` closes its port (connection refused), ``up()``
+    opens it again on the same port."""
+
+    service_token = "e2e-lims-service-token"
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Any] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.port = free_port()
+        self.mounts_url = f"http://127.0.0.1:{self.port}/api/jupyter/users/{{username}}/mounts"
+        self._server: ThreadingHTTPServer | None = None
+
+    def _handler(self) -> type:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                auth = self.headers.get("Authorization")
+                prefix, _, rest = self.path.partition("/api/jupyter/users/")
+                name = urllib.parse.unquote(rest.rsplit("/mounts", 1)[0])
+                stand_in.requests.append({"path": self.path, "user": name, "authorized": auth == f"Bearer {stand_in.service_token}"})
+                if auth != f"Bearer {stand_in.service_token}":
+                    status, body = 401, {"error": "unauthorized"}
+                else:
+                    status, body = 200, stand_in.answers.get(name, {"mounts": []})
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def up(self) -> None:
+        if self._server is None:
+            self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+            self._server.daemon_threads = True
+            threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
 class _QuietFileServer(ThreadingHTTPServer):
     """Serves ``directory`` on a free loopback port, without access log lines."""
 
@@ -181,9 +275,12 @@ class Hub:
 
     password = "e2e-shared-password"
 
-    def __init__(self, root: Path, chp: str) -> None:
+    def __init__(self, root: Path, chp: str, lims: "LimsStandIn | None" = None) -> None:
         self.root = root
         self.chp = chp
+        #: with a LIMS stand-in the hub runs deploy/hub_config.py (LimsAuthenticator +
+        #: LimsSpawnHook asking the stand-in); without one, the shared password
+        self.lims = lims
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.user_redirect_url = self.url + "hub/user-redirect/"
@@ -208,6 +305,9 @@ class Hub:
                 "LIMS_BRIDGE_DATA_URL_PREFIXES": json.dumps([self.files_url]),
             }
         }
+        if lims is not None:
+            # the LIMS (through LimsSpawnHook) decides the mounts of these servers
+            del self._env["*"]["LIMS_BRIDGE_DATA_MOUNTS"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = root / "jupyterhub.log"
 
@@ -219,7 +319,7 @@ class Hub:
         (self.mount_dir / "2026" / "S-42" / "raw" / "run1.csv").write_text("a,b\n1,2\n")
         self._write_env()
         config = self.root / "jupyterhub_config.py"
-        config.write_text(
+        text = (
             HUB_CONFIG.format(
                 root=str(self.root),
                 port=self.port,
@@ -232,12 +332,26 @@ class Hub:
                 spawn_timeout=int(SPAWN_TIMEOUT),
             )
         )
+        if self.lims is not None:
+            text += LIMS_HUB_CONFIG.format(deploy_config=str(DEPLOY_HUB_CONFIG))
+        config.write_text(text)
         env = dict(os.environ)
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{Path(self.chp).parent}{os.pathsep}{env.get('PATH', '')}"
         # the hub's own configuration must not leak in from the developer's machine
         for name in list(env):
-            if name.startswith(("JUPYTERHUB_", "LIMS_BRIDGE_", "JUPYTER_")):
+            if name.startswith(("JUPYTERHUB_", "LIMS_BRIDGE_", "LIMS_HUB_", "JUPYTER_")):
                 del env[name]
+        if self.lims is not None:
+            # what hub.extraEnv gives the hub in deploy/values.yaml
+            env.update(
+                {
+                    "LIMS_BRIDGE_PUBLIC_KEYS": self.public_key,
+                    "LIMS_HUB_ELN_URL": ELN_URL,
+                    "LIMS_HUB_MOUNTS_URL": self.lims.mounts_url,
+                    "LIMS_HUB_SERVICE_TOKEN": self.lims.service_token,
+                    "LIMS_HUB_MOUNTS_ON_ERROR": "fail",
+                }
+            )
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [str(VENV_BIN / "jupyterhub"), "-f", str(config)],
@@ -399,6 +513,39 @@ class Hub:
         self._sessions[f"{name}-{id(session)}"] = session
         return session
 
+    def lims_login(self, token: str, next_url: str | None = None) -> tuple[requests.Session, requests.Response]:
+        """What the launch page does, without a browser (``lims_hub`` only): load
+        ``/hub/login?next=…`` (its ``_xsrf`` cookie), then POST the token to
+        ``/hub/lims/login``. Returns the session and the POST's response."""
+        session = requests.Session()
+        next_url = next_url or "/hub/user-redirect/lims/open?" + urllib.parse.urlencode({"lims_token": token})
+        r = session.get(self.url + "hub/login", params={"next": next_url}, timeout=10)
+        xsrf = session.cookies.get("_xsrf", path="/hub/")
+        r = session.post(
+            self.url + "hub/lims/login",
+            data={"lims_token": token, "next": next_url, "_xsrf": xsrf},
+            headers={"Accept": "application/json"},
+            allow_redirects=False,
+            timeout=30,
+        )
+        self._sessions[f"lims-{id(session)}"] = session
+        return session, r
+
+    def server_env(self, name: str) -> dict[str, str]:
+        """The environment ``name``'s running single-user server was started with."""
+        with contextlib.closing(sqlite3.connect(self.root / "jupyterhub.sqlite")) as db:
+            rows = db.execute(
+                "SELECT spawners.state FROM spawners JOIN users ON spawners.user_id = users.id "
+                "WHERE users.name = ?",
+                (name,),
+            ).fetchall()
+        for (state,) in rows:
+            pid = json.loads(state or "{}").get("pid")
+            if isinstance(pid, int) and pid > 0:
+                raw = Path(f"/proc/{pid}/environ").read_bytes()
+                return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+        raise AssertionError(f"no running server process for {name}")
+
     def server_ready(self, name: str) -> bool:
         r = self.api("GET", f"users/{name}")
         if r.status_code == 404:
@@ -483,6 +630,34 @@ def hub(tmp_path_factory) -> Iterator[Hub]:
         instance.close()
 
 
+# Module scope: the hub and its servers are gone before other modules' hub starts
+# (two hubs and their servers at once slowed the proxy tests into flakiness).
+@pytest.fixture(scope="module")
+def lims_stand_in() -> Iterator[LimsStandIn]:
+    stand_in = LimsStandIn()
+    stand_in.up()
+    try:
+        yield stand_in
+    finally:
+        stand_in.down()
+
+
+@pytest.fixture(scope="module")
+def lims_hub(tmp_path_factory, lims_stand_in) -> Iterator[Hub]:
+    """A hub configured by deploy/hub_config.py: LimsAuthenticator logs browsers in
+    with the deep link's token, LimsSpawnHook asks ``lims_stand_in`` for mounts."""
+    chp = find_chp()
+    if chp is None:
+        _missing("configurable-http-proxy", "build/tools/node_modules/.bin or PATH")
+    root = tmp_path_factory.mktemp("limshub")
+    instance = Hub(root, chp, lims=lims_stand_in)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.close()
+
+
 @pytest.fixture
 def jp_asyncio_loop() -> Iterator[None]:
     # pytest-jupyter's autouse loop fixture would grab (and close) the loop that
@@ -526,6 +701,16 @@ def page(browser, request, hub) -> Iterator[Any]:
 
     When the test fails, its screenshot and the browser console are saved in
     ``test-artifacts/<test name>.{png,log}``."""
+    yield from _page(browser, request, hub)
+
+
+@pytest.fixture
+def lims_page(browser, request, lims_hub) -> Iterator[Any]:
+    """``page`` for tests of ``lims_hub``."""
+    yield from _page(browser, request, lims_hub)
+
+
+def _page(browser: Any, request: Any, hub: Hub) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(30_000)
     page = context.new_page()
