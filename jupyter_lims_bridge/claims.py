@@ -483,13 +483,14 @@ def _only_lims_errors() -> Iterator[None]:
 
 
 def build_verifier(
-    options: Any, *, owner: str, replay: ReplayStore | None = None
+    options: Any, *, owner: str | None, replay: ReplayStore | None = None
 ) -> OpenTokenVerifier:
     """The verifier for ``options``: anything with the key and claim options of
     DESIGN (``public_keys``, ``jwks_url``, ``hmac_secret``, ``audience``,
     ``issuers``, ``max_token_lifetime``, ``leeway``) as attributes. The server
-    extension, ``jupyter lims-bridge verify`` and the hub side build theirs here,
-    so a token is judged the same way everywhere."""
+    extension, ``jupyter lims-bridge verify`` and the hub side (``owner=None``:
+    any user, mapped by the caller) build theirs here, so a token is judged the
+    same way everywhere."""
     return OpenTokenVerifier(
         keys=KeySet(options.public_keys, options.jwks_url, options.hmac_secret),
         owner=owner,

@@ -33,7 +33,7 @@ from jupyterhub.handlers.login import LoginHandler
 from tornado import web
 from traitlets import Bool, Int, List, TraitError, Unicode, default, validate
 
-from ..claims import KeySet, OpenTokenVerifier, OpenRequest
+from ..claims import OpenRequest, OpenTokenVerifier, build_verifier
 from ..errors import LimsError
 from .nexturl import safe_next_url, token_from_next
 from .replay import StoreFull, UsedTokens
@@ -156,8 +156,9 @@ class LimsAuthenticator(Authenticator):
     def verifier(self) -> OpenTokenVerifier:
         """The shared verifier, built once (one JWKS client, one key cache)."""
         if self._verifier is None:
-            keys = KeySet(self.public_keys, self.jwks_url or None, self.hmac_secret or None)
-            if not keys.configured:
+            # the hub serves every user: no owner, the name is mapped from the claims below
+            self._verifier = build_verifier(self, owner=None)
+            if not self._verifier.keys.configured:
                 self.log.warning(
                     "LimsAuthenticator: no public_keys, jwks_url or hmac_secret; every login is refused."
                 )
@@ -166,14 +167,6 @@ class LimsAuthenticator(Authenticator):
                     "LimsAuthenticator: HS256 tokens are enabled by hmac_secret; whoever holds "
                     "that secret can log in as any user."
                 )
-            self._verifier = OpenTokenVerifier(
-                keys=keys,
-                owner=None,  # the hub serves every user: the name is mapped below
-                audience=self.audience,
-                issuers=self.issuers,
-                max_token_lifetime=self.max_token_lifetime,
-                leeway=self.leeway,
-            )
         return self._verifier
 
     @property
