@@ -20,8 +20,15 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # the package (its build runs npm for the labextension) with test and bench extras
+LABEXT_LINK := $(VENV)/share/jupyter/labextensions/jupyter-lims-bridge
+
+# A reinstall must not write its shared data (install.json) through the link that
+# `jupyter-builder develop` made to the build output: drop the link first
+# (.stamp-labextension makes it again).
 .stamp-install: $(BIN)/python pyproject.toml
+	if [ -L $(LABEXT_LINK) ]; then rm $(LABEXT_LINK); fi
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	rm -f .stamp-labextension
 	touch $@
 
 install: .stamp-install
