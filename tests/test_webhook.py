@@ -1,0 +1,295 @@
+"""Events to the LIMS: signed webhook deliveries from a real server to a real receiver.
+
+Given a webhook receiver on 127.0.0.1 (tests/webhook_receiver.py) that verifies
+Standard Webhooks signatures with the reference ``standardwebhooks`` package,
+and a real Jupyter server with the bridge (pytest-jupyter) whose
+``event_webhook_url`` points at it: a real open arrives as a signed ``open``
+event without the token; events wait while the receiver is down or failing and
+arrive in order, with the same ``webhook-id``, once it is back; a full queue
+drops the oldest and counts them; proxy sessions report start and end. The
+restart cases (a server killed with events queued and a websocket open, then
+started again on the same state directory) are in test_webhook_restart.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import socket
+import stat
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+from traitlets import TraitError
+
+from jupyter_lims_bridge import events, webhook
+from jupyter_lims_bridge.app import LimsBridge
+from jupyter_lims_bridge.webhook import WebhookJournal, parse_secret, sign
+
+from .webhook_receiver import WebhookReceiver
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def receiver_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def receiver(receiver_port):
+    """The LIMS endpoint, not started: tests start it when the LIMS is up."""
+    r = WebhookReceiver(SECRET, port=receiver_port)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def bridge_config(receiver, monkeypatch):
+    # The secret comes from the environment, as docs/webhooks.md advises: traitlets
+    # logs config values ("Config changed: …") at DEBUG level, the environment not.
+    monkeypatch.setenv("LIMS_BRIDGE_EVENT_WEBHOOK_SECRET", SECRET)
+    return {
+        "event_webhook_url": receiver.url,
+        "event_webhook_retry_initial": 0.05,
+        "event_webhook_retry_max": 0.2,
+        "event_webhook_timeout": 5.0,
+    }
+
+
+async def accepted(receiver: WebhookReceiver, count: int, timeout: float = 15.0):
+    """Wait (on the server's loop) until ``count`` distinct events were accepted."""
+    for _ in range(int(timeout / 0.05)):
+        if len(receiver.accepted()) >= count:
+            return receiver.accepted()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"only {len(receiver.accepted())} of {count} events arrived")
+
+
+async def status(jp_fetch) -> dict:
+    r = await jp_fetch("lims", "api", "status")
+    return json.loads(r.body)["webhook"]
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def all_logs(caplog, jp_logging_stream) -> str:
+    """What the server logged: its own stream (set up before pytest-jupyter
+    re-routes it) and the records captured since."""
+    records = [r.getMessage() for when in ("setup", "call") for r in caplog.get_records(when)]
+    return jp_logging_stream.getvalue() + "\n".join(records)
+
+
+# -- signing and configuration ---------------------------------------------------------
+
+
+def test_signature_verifies_with_the_reference_implementation():
+    key = parse_secret(SECRET)
+    body = '{"type":"open","data":{"path":"lims/ä.ipynb"}}'
+    import time
+
+    ts = int(time.time())
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts),
+               "webhook-signature": sign(key, "msg_1", ts, body)}
+    assert Webhook(SECRET).verify(body.encode(), headers) == json.loads(body)
+    # and one byte changed does not verify
+    with pytest.raises(Exception):
+        Webhook(SECRET).verify(body.replace("open", "opeN").encode(), headers)
+
+
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("EVENT_WEBHOOK_SECRET", "s3cret-value-not-whsec", "whsec_<base64 key>"),
+        ("EVENT_WEBHOOK_SECRET", "whsec_not*base64*at*all", "not base64"),
+        ("EVENT_WEBHOOK_SECRET", "whsec_" + base64.b64encode(b"short-key").decode(), "at least 24"),
+        ("EVENT_WEBHOOK_URL", "ftp://lims.example.org/hook", "http:// or https://"),
+        ("EVENT_WEBHOOK_URL", "lims.example.org/hook", "http:// or https://"),
+        ("EVENT_WEBHOOK_QUEUE_SIZE", "0", "at least 1"),
+    ],
+)
+def test_bad_webhook_settings_are_refused_with_a_clear_message(monkeypatch, name, value, message):
+    monkeypatch.setenv(f"LIMS_BRIDGE_{name}", value)
+    with pytest.raises(TraitError, match=f"LIMS_BRIDGE_{name}") as e:
+        LimsBridge()
+    assert message in str(e.value)
+    if "SECRET" in name:
+        assert value not in str(e.value) and value.split("_", 1)[-1] not in str(e.value)
+
+
+def test_webhook_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("LIMS_BRIDGE_EVENT_WEBHOOK_URL", "https://lims.example.org/hook")
+    monkeypatch.setenv("LIMS_BRIDGE_EVENT_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("LIMS_BRIDGE_EVENT_WEBHOOK_EVENTS", "open,save")
+    monkeypatch.setenv("LIMS_BRIDGE_EVENT_WEBHOOK_QUEUE_SIZE", "50")
+    bridge = LimsBridge()
+    assert (bridge.event_webhook_url, bridge.event_webhook_secret) == ("https://lims.example.org/hook", SECRET)
+    assert (bridge.event_webhook_events, bridge.event_webhook_queue_size) == (["open", "save"], 50)
+    assert LimsBridge.class_traits()["event_webhook_events"].default() == [
+        "open", "save", "staging", "proxy_session"]
+
+
+# -- the queue on disk ----------------------------------------------------------------
+
+
+def test_journal_is_private_bounded_and_survives_a_torn_line(tmp_path):
+    path = tmp_path / "q.jsonl"
+    journal = WebhookJournal(path, max_size=3)
+    for i in range(5):
+        journal.add({"id": f"m{i}", "type": "open", "body": "{}"})
+    journal.done("m2")
+    assert list(journal.pending) == ["m3", "m4"] and journal.dropped == 2
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    journal.close()
+    # a crash in the middle of a line: that line is skipped, the rest kept
+    with path.open("a") as f:
+        f.write('{"op":"add","msg":{"id":"m5","ty')
+    again = WebhookJournal(path, max_size=3)
+    assert list(again.pending) == ["m3", "m4"] and again.dropped == 2
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # a lower bound at the next start drops the oldest too
+    smaller = WebhookJournal(path, max_size=1)
+    assert list(smaller.pending) == ["m4"] and smaller.dropped == 3
+
+
+# -- a real server ----------------------------------------------------------------------
+
+
+async def test_a_real_open_arrives_signed_and_without_the_token(
+    receiver, open_api, sign, jp_fetch, caplog, jp_logging_stream
+):
+    caplog.set_level(logging.DEBUG)
+    receiver.start()
+    token = sign()
+    r = await open_api(token)
+    assert r.code == 201
+    [delivery] = await accepted(receiver, 1)
+    assert delivery.verified
+    assert delivery.headers["content-type"] == "application/json"
+    assert delivery.id.startswith("msg_")
+    assert abs(int(delivery.headers["webhook-timestamp"]) - __import__("time").time()) < 60
+    body = delivery.payload
+    assert set(body) == {"type", "timestamp", "owner", "data"}
+    assert (body["type"], body["owner"]) == ("open", "alice")
+    assert body["timestamp"].endswith("Z")
+    data = body["data"]
+    assert (data["action"], data["entityType"], data["entityId"]) == ("opened", "sample", "S-42")
+    assert data["path"] == json.loads(r.body)["path"]
+    # no token in the body, nor the token's signature part; no secret or token in the logs
+    assert token not in delivery.body.decode() and token.split(".")[2] not in delivery.body.decode()
+    logged = all_logs(caplog, jp_logging_stream)
+    assert token not in logged and SECRET.split("_", 1)[1] not in logged
+    await until(lambda: _status_is(jp_fetch, {"queued": 0, "dropped": 0, "lastError": None}))
+
+
+async def _status_is(jp_fetch, expected: dict) -> bool:
+    return await status(jp_fetch) == expected
+
+
+async def test_events_wait_while_the_lims_is_down_and_arrive_in_order(
+    receiver, open_api, sign, jp_fetch, caplog
+):
+    # the LIMS is down: nothing listens on its port
+    await open_api(sign())  # opened
+    await open_api(sign(exp=1))  # refused: token_expired
+    await until(lambda: _status_is(jp_fetch, {"queued": 2, "dropped": 0,
+                                              "lastError": "connection failed"}))
+    assert "webhook to http://127.0.0.1" in caplog.text  # one warning, the URL without query
+    # it comes back, answers 503 once, then accepts
+    receiver.failures = [503]
+    receiver.start()
+    first, second = await accepted(receiver, 2)
+    assert [first.payload["data"]["action"], second.payload["data"]["action"]] == ["opened", "refused"]
+    assert second.payload["data"]["reason"] == "token_expired"
+    # the refused attempt and the accepted one carry the same webhook-id, each signed
+    attempts = [d for d in receiver.deliveries if d.id == first.id]
+    assert [d.status for d in attempts] == [503, 204] and all(d.verified for d in attempts)
+    await until(lambda: _status_is(jp_fetch, {"queued": 0, "dropped": 0, "lastError": None}))
+
+
+@pytest.fixture
+def small_queue(bridge_config):
+    bridge_config["event_webhook_queue_size"] = 3
+
+
+async def test_a_full_queue_drops_the_oldest_and_counts_them(
+    small_queue, receiver, jp_serverapp, jp_fetch, caplog
+):
+    for i in range(5):
+        jp_serverapp.event_logger.emit(
+            schema_id=events.OPEN, data={"action": "refused", "reason": f"token_invalid", "jti": f"j{i}"}
+        )
+    await until(lambda: _status_is_like(jp_fetch, queued=3, dropped=2))
+    assert "dropped the 1 oldest" in caplog.text  # warned with the count (then rate-limited)
+    receiver.start()
+    arrived = await accepted(receiver, 3)
+    assert [d.payload["data"]["jti"] for d in arrived] == ["j2", "j3", "j4"]
+    await until(lambda: _status_is_like(jp_fetch, queued=0, dropped=2))
+
+
+async def _status_is_like(jp_fetch, **expected) -> bool:
+    got = await status(jp_fetch)
+    return all(got[k] == v for k, v in expected.items())
+
+
+async def test_proxy_sessions_report_start_and_end(receiver, bridge, jp_serverapp):
+    receiver.start()
+    proxy = bridge.port_proxy  # the real emitters of proxy.py, without a websocket
+    a = proxy.session_started(8050, "/a/lims/proxy/8050/ws", "token", "echo.v2")
+    await asyncio.sleep(0.05)
+    b = proxy.session_started(8050, "/a/lims/proxy/8050/ws", "token", None)
+    await asyncio.sleep(0.05)
+    proxy.session_ended(8050, "/a/lims/proxy/8050/ws", "token", b, 3, 1000)
+    started, _, ended = await accepted(receiver, 3)
+    assert started.payload["type"] == "proxy_session"
+    assert started.payload["data"] == {"action": "started", "port": 8050,
+                                       "path": "/a/lims/proxy/8050/ws", "via": "token",
+                                       "subprotocol": "echo.v2"}
+    assert ended.payload["data"]["action"] == "ended" and ended.payload["data"]["messages"] == 3
+    # one of the two is still open (ended at the next start if the server stopped now)
+    assert len(bridge.webhook.journal.sessions) == 1
+    proxy.session_ended(8050, "/a/lims/proxy/8050/ws", "token", a, 1, None)
+    await accepted(receiver, 4)
+    assert bridge.webhook.journal.sessions == {}
+
+
+@pytest.fixture
+def only_open_events(bridge_config):
+    bridge_config["event_webhook_events"] = ["open", "no-such-type"]
+
+
+async def test_only_the_configured_types_are_sent(only_open_events, receiver, bridge, jp_serverapp):
+    assert bridge.webhook.types == ["open"]  # the unknown one ignored (warned: see below)
+    receiver.start()
+    bridge.port_proxy.session_started(8050, "/ws", "open", None)
+    jp_serverapp.event_logger.emit(schema_id=events.OPEN, data={"action": "refused",
+                                                                "reason": "token_missing"})
+    [only] = await accepted(receiver, 1)
+    await asyncio.sleep(0.2)
+    assert only.payload["type"] == "open" and len(receiver.accepted()) == 1
+
+
+def test_a_field_named_like_a_credential_is_never_sent(tmp_path, caplog):
+    service = webhook.WebhookService(url="https://lims.example.org/h", secret=SECRET,
+                                     types=["save", "saves"], owner="alice", state_dir=tmp_path)
+    assert "ignoring unknown type(s) saves" in caplog.text
+    service.enqueue("save", {"path": "a.ipynb", "grant": "g-123", "Token": "jlb_x"})
+    [msg] = service.journal.pending.values()
+    assert json.loads(msg["body"])["data"] == {"path": "a.ipynb"}
+    assert "g-123" not in (tmp_path / webhook.JOURNAL).read_text()
+    service.journal.close()
