@@ -293,3 +293,15 @@ def test_a_field_named_like_a_credential_is_never_sent(tmp_path, caplog):
     assert json.loads(msg["body"])["data"] == {"path": "a.ipynb"}
     assert "g-123" not in (tmp_path / webhook.JOURNAL).read_text()
     service.journal.close()
+
+
+@pytest.fixture
+def no_webhook(bridge_config, monkeypatch):
+    bridge_config.clear()
+    monkeypatch.delenv("LIMS_BRIDGE_EVENT_WEBHOOK_SECRET")
+
+
+async def test_without_a_url_there_is_no_webhook(no_webhook, bridge, jp_fetch, tmp_path):
+    assert bridge.webhook is None
+    assert await status(jp_fetch) is None
+    assert not (tmp_path / "state" / webhook.JOURNAL).exists()
