@@ -299,6 +299,7 @@ class WebhookService:
         self._drop_warned_at = 0.0
         self._drops_unreported = self.journal.take_new_drops()
         self._listeners: list[tuple[Any, str, Any]] = []
+        self._stopped = False
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -327,7 +328,11 @@ class WebhookService:
         self.enqueue(name, data)
         if name == "proxy_session":
             self._track_session(data)
-        self.start()  # under pytest-jupyter the start hook is not called
+        if self._stopped:
+            # emitted while the server stopped: on disk for the next start
+            self.journal.close()
+            return
+        self.start()  # a server started without the start hook (pytest-jupyter) still delivers
 
     def enqueue(self, name: str, data: dict[str, Any], when: float | None = None) -> str:
         """Put one message in the queue (and on disk); returns its ``webhook-id``."""
@@ -397,7 +402,7 @@ class WebhookService:
 
     def start(self) -> None:
         """Start delivering (idempotent; needs the running event loop)."""
-        if self._task is not None:
+        if self._task is not None or self._stopped:
             return
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -413,14 +418,19 @@ class WebhookService:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            ok, error = await loop.run_in_executor(self._executor, self._post, msg)
+            try:
+                ok, error = await loop.run_in_executor(self._executor, self._post, msg)
+                if ok:
+                    self.journal.done(msg["id"])
+            except Exception:  # noqa: BLE001 - a full disk must not end delivery for good
+                self.log.exception("lims-bridge: webhook delivery")
+                ok, error = False, "internal error"
             if ok:
                 if self._failures:
                     self.log.info("lims-bridge: webhook delivered again after %d failed attempt(s)",
                                   self._failures)
                 self._failures = 0
                 self.last_error = None
-                self.journal.done(msg["id"])
                 continue
             self._failures += 1
             self.last_error = error
@@ -473,6 +483,7 @@ class WebhookService:
 
     async def stop(self) -> None:
         """Stop listening and delivering; what is queued stays on disk for the next start."""
+        self._stopped = True
         for event_logger, schema_id, listener in self._listeners:
             try:
                 event_logger.remove_listener(schema_id=schema_id, listener=listener)

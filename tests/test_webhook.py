@@ -305,3 +305,36 @@ async def test_without_a_url_there_is_no_webhook(no_webhook, bridge, jp_fetch, t
     assert bridge.webhook is None
     assert await status(jp_fetch) is None
     assert not (tmp_path / "state" / webhook.JOURNAL).exists()
+
+
+@pytest.fixture
+def short_timeout(bridge_config):
+    bridge_config["event_webhook_timeout"] = 0.3
+
+
+async def test_a_lims_that_does_not_answer_in_time_gets_the_event_again(
+    short_timeout, receiver, jp_serverapp, jp_fetch
+):
+    receiver.hangs = [1.0]
+    receiver.start()
+    jp_serverapp.event_logger.emit(schema_id=events.OPEN, data={"action": "refused",
+                                                                "reason": "token_missing"})
+    await until(lambda: _status_is_like(jp_fetch, lastError="timeout"))
+    [delivery] = await accepted(receiver, 1)
+
+    async def both_recorded() -> bool:  # the hung answer is recorded when it ends
+        return len(receiver.deliveries) == 2
+
+    await until(both_recorded)
+    assert [d.id for d in receiver.deliveries] == [delivery.id, delivery.id]
+
+
+def test_backoff_doubles_up_to_the_maximum_with_jitter(tmp_path):
+    service = webhook.WebhookService(url="https://lims.example.org/h", secret=SECRET, types=["open"],
+                                     owner="alice", state_dir=tmp_path, retry_initial=1.0,
+                                     retry_max=60.0)
+    for failures, full in [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (500, 60.0)]:
+        delays = [service.backoff(failures) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len(set(delays)) > 1  # jittered
+    service.journal.close()

@@ -2,8 +2,8 @@
 
 Signatures are checked with the ``standardwebhooks`` package (the reference
 implementation of the spec), not with the bridge's own code. The receiver can
-be stopped and started again on the same port (the LIMS is down for a while)
-and can answer a given status a number of times before accepting.
+be stopped and started again on the same port (the LIMS is down for a while),
+can answer a given status a number of times before accepting, and can hang.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class WebhookReceiver:
     port: int = 0
     deliveries: list[Delivery] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)  # statuses to answer before accepting
+    hangs: list[float] = field(default_factory=list)  # seconds to wait before answering, per request
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -59,6 +60,8 @@ class WebhookReceiver:
                     verified = True
                 except WebhookVerificationError:
                     verified = False
+                if receiver.hangs:
+                    time.sleep(receiver.hangs.pop(0))  # a LIMS that does not answer in time
                 status = receiver.failures.pop(0) if receiver.failures else (204 if verified else 401)
                 receiver.deliveries.append(Delivery(headers, body, verified, status))
                 self.send_response(status)
