@@ -80,9 +80,10 @@ def parse_secret(text: str) -> bytes:
     try:
         key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("the part after 'whsec_' is not base64") from None
+        raise ValueError("must be base64 after 'whsec_'") from None
     if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"the key is {len(key)} bytes; use at least {MIN_KEY_BYTES} (32 is usual)")
+        raise ValueError(f"must hold at least {MIN_KEY_BYTES} bytes of key, not {len(key)} "
+                         "(32 is usual)")
     return key
 
 

@@ -128,11 +128,25 @@ def test_queued_events_and_an_open_session_arrive_after_a_restart(
     assert oct(journal.stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_webhook_url_without_a_secret_is_refused_at_start_up(tmp_path, key_pair):
-    env = {"LIMS_BRIDGE_EVENT_WEBHOOK_URL": "https://lims.example.org/hook"}
+BAD_SECRET = "whsec_" + base64.b64encode(b"only-sixteen-byt").decode()
+
+
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        ({"LIMS_BRIDGE_EVENT_WEBHOOK_URL": "https://lims.example.org/hook"},
+         "event_webhook_url is set but event_webhook_secret is empty"),
+        ({"LIMS_BRIDGE_EVENT_WEBHOOK_URL": "https://lims.example.org/hook",
+          "LIMS_BRIDGE_EVENT_WEBHOOK_SECRET": BAD_SECRET},
+         "LIMS_BRIDGE_EVENT_WEBHOOK_SECRET: event_webhook_secret must hold at least 24 bytes of key, not 16"),
+    ],
+    ids=["no-secret", "short-secret"],
+)
+def test_bad_webhook_settings_are_refused_at_start_up(tmp_path, key_pair, env, message):
     with jupyter_process(tmp_path, owner=OWNER, public_key=key_pair[1], data_url_prefixes=[],
                          env=env) as server:
-        # Jupyter runs on without the bridge, and its log says why
+        # Jupyter runs on without the bridge, and its log says why (not the secret)
         assert server.api("GET", "lims/api/status").status_code == 404
         log = (tmp_path / "server.log").read_text()
-        assert "event_webhook_url is set but event_webhook_secret is empty" in log
+        assert message in log
+        assert BAD_SECRET.split("_", 1)[1] not in log
