@@ -374,13 +374,17 @@ class WebhookService:
 
     def _track_session(self, data: dict[str, Any]) -> None:
         key = (data.get("port"), data.get("path"), data.get("via"))
+        session_id = data.get("session")  # not in the v1 schema; used once the emitter sends it
         if data.get("action") == "started":
             self.journal.open_session({
-                "id": uuid.uuid4().hex, "port": key[0], "path": key[1], "via": key[2],
-                "startedAt": time.time(),
+                "id": str(session_id or uuid.uuid4().hex), "port": key[0], "path": key[1],
+                "via": key[2], "startedAt": time.time(),
             })
         elif data.get("action") == "ended":
-            # The events carry no session id: of the open sessions with the same
+            if session_id is not None and str(session_id) in self.journal.sessions:
+                self.journal.close_session(str(session_id))
+                return
+            # The v1 events carry no session id: of the open sessions with the same
             # port, path and way in, the one that started closest to now - duration.
             began = time.time() - float(data.get("durationSeconds") or 0)
             candidates = [s for s in self.journal.sessions.values()

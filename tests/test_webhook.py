@@ -352,3 +352,22 @@ def test_backoff_doubles_up_to_the_maximum_with_jitter(tmp_path):
         assert all(full / 2 <= d <= full for d in delays)
         assert len(set(delays)) > 1  # jittered
     service.journal.close()
+
+
+def test_sessions_pair_by_id_when_the_events_carry_one(tmp_path):
+    service = webhook.WebhookService(url="https://lims.example.org/h", secret=SECRET,
+                                     types=["proxy_session"], owner="alice", state_dir=tmp_path)
+    base = {"port": 8050, "path": "/ws", "via": "token"}
+    for sid in ("s1", "s2"):
+        service._track_session({"action": "started", "session": sid, **base})
+    # s1 ended just now after a long session: the duration alone would have picked s2
+    service._track_session({"action": "ended", "session": "s1", "durationSeconds": 0.0, **base})
+    assert list(service.journal.sessions) == ["s2"]
+    service.journal.close()
+    # the next start ends the one left open, once
+    again = webhook.WebhookService(url="https://lims.example.org/h", secret=SECRET,
+                                   types=["proxy_session"], owner="alice", state_dir=tmp_path)
+    [msg] = again.journal.pending.values()
+    assert json.loads(msg["body"])["data"]["reason"] == "server_stopped"
+    assert again.journal.sessions == {}
+    again.journal.close()
