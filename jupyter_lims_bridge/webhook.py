@@ -306,7 +306,7 @@ class WebhookService:
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._session = requests.Session()
-        # no proxy-style retries or redirects: a failure is ours to retry, and a
+        # no urllib3 retries and no redirects: a failure is ours to retry, and a
         # signed body is not sent to wherever a redirect points
         self._session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
         self._session.mount("https://", requests.adapters.HTTPAdapter(max_retries=0))

@@ -371,3 +371,17 @@ def test_sessions_pair_by_id_when_the_events_carry_one(tmp_path):
     assert json.loads(msg["body"])["data"]["reason"] == "server_stopped"
     assert again.journal.sessions == {}
     again.journal.close()
+
+
+async def test_a_save_event_is_sent_once_its_schema_exists(receiver, jp_serverapp):
+    """``save`` is listened to before "Save to ELN" registers its schema (a stand-in here)."""
+    receiver.start()
+    jp_serverapp.event_logger.register_event_schema({
+        "$id": webhook.SCHEMAS["save"], "version": "1", "title": "stand-in", "type": "object",
+        "properties": {"status": {"type": "string"}, "path": {"type": "string"}},
+    })
+    jp_serverapp.event_logger.emit(schema_id=webhook.SCHEMAS["save"],
+                                   data={"status": "saved", "path": "lims/a.ipynb"})
+    [saved] = await accepted(receiver, 1)
+    assert (saved.payload["type"], saved.payload["data"]) == (
+        "save", {"status": "saved", "path": "lims/a.ipynb"})
