@@ -3,7 +3,8 @@
 Owns: the subscription to the bridge's own events on jupyter_server's event bus,
 the payload ``{"type", "timestamp", "owner", "data"}``, the Standard Webhooks
 signature, a bounded on-disk queue (an append-only journal in the state
-directory, mode 0600, compacted by atomic rewrite), delivery (one event at a
+directory, mode 0600, compacted by atomic rewrite; one per running server,
+taken over when its server is gone), delivery (one event at a
 time, in order, at least once, retried with exponential backoff and jitter), and
 the proxy sessions that started but have not ended, so that a session cut by a
 stop or a crash is reported ended at the next start.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import fcntl
 import hashlib
 import hmac
 import json
@@ -64,6 +66,7 @@ _CREDENTIAL_KEYS = frozenset(
 )
 
 JOURNAL = "webhook_queue.jsonl"
+MAX_JOURNALS = 32  # servers running at once on one state directory
 
 
 # -- configuration checks (used by the traits' validators) --------------------------
@@ -130,9 +133,10 @@ class WebhookJournal:
     and whenever dead lines outnumber live ones.
     """
 
-    def __init__(self, path: Path, max_size: int) -> None:
+    def __init__(self, path: Path, max_size: int, lock_fd: int | None = None) -> None:
         self.path = path
         self.max_size = max_size
+        self._lock_fd = lock_fd
         self.pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.sessions: dict[str, dict[str, Any]] = {}
         self.dropped = 0
@@ -142,6 +146,48 @@ class WebhookJournal:
         self._load()
         self._trim()
         self.compact()
+
+    @classmethod
+    def claim(cls, state_dir: Path, max_size: int) -> WebhookJournal:
+        """The journal of this server, and the queues of servers that are gone.
+
+        Servers may share a state directory (JupyterHub's named servers of one
+        user, ``jupyter lab`` beside ``jupyter server``), so each running server
+        holds its own journal under an exclusive ``flock`` (released by the kernel
+        however the process ends). A journal nobody holds belonged to a server
+        that stopped: its events and open sessions are taken over here.
+        """
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        journal: WebhookJournal | None = None
+        orphans: list[tuple[Path, int]] = []
+        for n in range(MAX_JOURNALS):
+            path = state_dir / (JOURNAL if n == 0 else f"webhook_queue.{n}.jsonl")
+            if journal is not None and not path.exists():
+                continue
+            fd = _try_lock(path)
+            if fd is None:
+                continue  # a running server's
+            if journal is None:
+                journal = cls(path, max_size, lock_fd=fd)
+            else:
+                orphans.append((path, fd))
+        if journal is None:
+            raise RuntimeError(f"more than {MAX_JOURNALS} servers share the state directory "
+                               f"{state_dir}; give this one its own state_dir")
+        for path, fd in orphans:
+            journal.adopt(cls(path, max_size=len(journal.pending) + max_size + 1, lock_fd=fd))
+        return journal
+
+    def adopt(self, other: WebhookJournal) -> None:
+        """Take over the events and open sessions of a stopped server's journal, then delete it."""
+        for session in other.sessions.values():
+            self.open_session(session)
+        for msg in other.pending.values():
+            self._new_drops += self.add(msg)
+        self.dropped += other.dropped
+        self._append({"op": "dropped", "total": self.dropped})
+        other.path.unlink(missing_ok=True)
+        other.release()
 
     # -- loading
 
@@ -225,6 +271,13 @@ class WebhookJournal:
             os.close(self._fd)
             self._fd = None
 
+    def release(self) -> None:
+        """Close the file and let another server take it over."""
+        self.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     # -- operations
 
     def add(self, msg: dict[str, Any]) -> int:
@@ -258,6 +311,17 @@ class WebhookJournal:
     def take_new_drops(self) -> int:
         n, self._new_drops = self._new_drops, 0
         return n
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding the exclusive lock of ``path``'s lock file, or None if it is held."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 # -- the service -----------------------------------------------------------------------
@@ -294,7 +358,7 @@ class WebhookService:
             self.log.warning("lims-bridge: event_webhook_events: ignoring unknown type(s) %s; "
                              "known: %s", ", ".join(unknown), ", ".join(SCHEMAS))
         self.types = [t for t in wanted if t in SCHEMAS]
-        self.journal = WebhookJournal(Path(state_dir) / JOURNAL, queue_size)
+        self.journal = WebhookJournal.claim(Path(state_dir), queue_size)
         self.last_error: str | None = None
         self._failures = 0
         self._drop_warned_at = 0.0
@@ -510,7 +574,7 @@ class WebhookService:
             self._executor.shutdown(wait=False)
             self._executor = None
         self._session.close()
-        self.journal.close()
+        self.journal.release()
 
     def status(self) -> dict[str, Any]:
         """``webhook`` in ``GET lims/api/status``."""

@@ -306,7 +306,7 @@ def test_a_field_named_like_a_credential_is_never_sent(tmp_path, caplog):
     [msg] = service.journal.pending.values()
     assert json.loads(msg["body"])["data"] == {"path": "a.ipynb"}
     assert "g-123" not in (tmp_path / webhook.JOURNAL).read_text()
-    service.journal.close()
+    service.journal.release()
 
 
 @pytest.fixture
@@ -351,7 +351,7 @@ def test_backoff_doubles_up_to_the_maximum_with_jitter(tmp_path):
         delays = [service.backoff(failures) for _ in range(50)]
         assert all(full / 2 <= d <= full for d in delays)
         assert len(set(delays)) > 1  # jittered
-    service.journal.close()
+    service.journal.release()
 
 
 def test_sessions_pair_by_id_when_the_events_carry_one(tmp_path):
@@ -363,14 +363,14 @@ def test_sessions_pair_by_id_when_the_events_carry_one(tmp_path):
     # s1 ended just now after a long session: the duration alone would have picked s2
     service._track_session({"action": "ended", "session": "s1", "durationSeconds": 0.0, **base})
     assert list(service.journal.sessions) == ["s2"]
-    service.journal.close()
+    service.journal.release()
     # the next start ends the one left open, once
     again = webhook.WebhookService(url="https://lims.example.org/h", secret=SECRET,
                                    types=["proxy_session"], owner="alice", state_dir=tmp_path)
     [msg] = again.journal.pending.values()
     assert json.loads(msg["body"])["data"]["reason"] == "server_stopped"
     assert again.journal.sessions == {}
-    again.journal.close()
+    again.journal.release()
 
 
 async def test_a_save_event_is_sent_once_its_schema_exists(receiver, jp_serverapp):
@@ -385,3 +385,34 @@ async def test_a_save_event_is_sent_once_its_schema_exists(receiver, jp_serverap
     [saved] = await accepted(receiver, 1)
     assert (saved.payload["type"], saved.payload["data"]) == (
         "save", {"status": "saved", "path": "lims/a.ipynb"})
+
+
+def test_servers_sharing_a_state_dir_keep_their_own_queues_and_take_over_stopped_ones(tmp_path):
+    """Named servers of one user share the state directory: a running server's
+    queue is never read by another; a stopped server's is taken over at a start."""
+
+    def service():
+        return webhook.WebhookService(url="https://lims.example.org/h", secret=SECRET,
+                                      types=["open", "proxy_session"], owner="alice",
+                                      state_dir=tmp_path)
+
+    def queued(s) -> list[str]:
+        return [json.loads(m["body"])["data"].get("n", "ended") for m in s.journal.pending.values()]
+
+    a, b = service(), service()
+    a.enqueue("open", {"n": "a1"})
+    b.enqueue("open", {"n": "b1"})
+    b._track_session({"action": "started", "port": 1, "path": "/ws", "via": "open"})
+    assert a.journal.path != b.journal.path
+    # while both run, a third server sees neither queue
+    c = service()
+    assert queued(c) == []
+    c.journal.release()
+    # a and b stop (as a SIGKILL would: nothing delivered); the next start takes both over,
+    # in order, and ends b's open session
+    a.journal.release()
+    b.journal.release()
+    d = service()
+    assert queued(d) == ["a1", "b1", "ended"]
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == [webhook.JOURNAL]
+    d.journal.release()
