@@ -20,6 +20,8 @@ import logging
 import os
 import socket
 import stat
+import time
+from pathlib import Path
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -97,8 +99,6 @@ def all_logs(caplog, jp_logging_stream) -> str:
 
 def doc_verify():
     """The standard-library ``verify`` of docs/webhooks.md, run as written."""
-    from pathlib import Path
-
     text = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
     [code] = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]
               if "def verify(" in block]
@@ -113,8 +113,6 @@ def doc_verify():
 def test_signature_verifies_with_the_reference_implementation():
     key = parse_secret(SECRET)
     body = '{"type":"open","data":{"path":"lims/ä.ipynb"}}'
-    import time
-
     ts = int(time.time())
     headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts),
                "webhook-signature": sign(key, "msg_1", ts, body)}
@@ -196,7 +194,7 @@ async def test_a_real_open_arrives_signed_and_without_the_token(
     assert doc_verify()(SECRET, delivery.headers, delivery.body) == delivery.payload
     assert delivery.headers["content-type"] == "application/json"
     assert delivery.id.startswith("msg_")
-    assert abs(int(delivery.headers["webhook-timestamp"]) - __import__("time").time()) < 60
+    assert abs(int(delivery.headers["webhook-timestamp"]) - time.time()) < 60
     body = delivery.payload
     assert set(body) == {"type", "timestamp", "owner", "data"}
     assert (body["type"], body["owner"]) == ("open", "alice")
