@@ -46,6 +46,7 @@ from .proxy import ProxySettings
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
 from .recent import RecentOpens
 from .staging import DataStager
+from .webhook import DEFAULT_EVENTS, WebhookService, check_url, parse_secret
 from .workspace import Workspace
 
 HERE = Path(__file__).parent
@@ -329,6 +330,102 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
                 raise TraitError(f"{origin!r} is not an origin like 'https://eln.example.org'")
         return proposal["value"]
 
+    # -- events to the LIMS (webhook) ---------------------------------------------
+
+    event_webhook_url = Unicode(
+        "",
+        help="""Where the bridge POSTs its events for the LIMS (an http(s) URL); empty = off.
+
+        Each event is one JSON POST signed per Standard Webhooks (see
+        docs/webhooks.md), delivered at least once from a queue on disk.
+        Default: ``""`` (off). Environment: ``LIMS_BRIDGE_EVENT_WEBHOOK_URL``.
+        Example: ``"https://lims.example.org/api/jupyter/events"``.""",
+    ).tag(config=True)
+
+    @validate("event_webhook_url")
+    def _validate_event_webhook_url(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"].strip()
+        if value:
+            try:
+                check_url(value)
+            except ValueError as e:
+                raise TraitError(f"event_webhook_url {e}") from None
+        return value
+
+    event_webhook_secret = Unicode(
+        "",
+        help="""The key that signs webhook requests, in the Standard Webhooks form
+        ``whsec_<base64 key>`` (at least 24 bytes of key; the LIMS verifies with the
+        same value). Required when ``event_webhook_url`` is set. The bridge never logs
+        it; prefer the environment variable to a config file, whose values
+        ``--debug`` logs ("Config changed"). Default: none. Environment: ``LIMS_BRIDGE_EVENT_WEBHOOK_SECRET``.
+        Example: ``"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"`` (make one with
+        ``python -c "import base64,os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())"``).""",
+    ).tag(config=True)
+
+    @validate("event_webhook_secret")
+    def _validate_event_webhook_secret(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"].strip()
+        if value:
+            try:
+                parse_secret(value)
+            except ValueError as e:
+                # the message says what is wrong, never the value
+                raise TraitError(f"event_webhook_secret {e}") from None
+        return value
+
+    event_webhook_events = List(
+        Unicode(),
+        default_value=list(DEFAULT_EVENTS),
+        help="""Which events are sent to ``event_webhook_url``: any of ``open``, ``save``,
+        ``staging``, ``proxy_session``, ``proxy_tokens`` (unknown names are ignored
+        with a warning). Default: ``["open", "save", "staging", "proxy_session"]``.
+        Environment: ``LIMS_BRIDGE_EVENT_WEBHOOK_EVENTS``. Example: ``["open", "save"]``
+        or ``LIMS_BRIDGE_EVENT_WEBHOOK_EVENTS=open,save``.""",
+    ).tag(config=True)
+
+    event_webhook_queue_size = Int(
+        10_000,
+        help="""Most webhook events kept waiting for delivery, in events; when full, the
+        oldest are dropped and counted (``webhook.dropped`` in ``GET lims/api/status``).
+        Default: 10000. Environment: ``LIMS_BRIDGE_EVENT_WEBHOOK_QUEUE_SIZE``.
+        Example: ``50000``.""",
+    ).tag(config=True)
+
+    event_webhook_timeout = Float(
+        10.0,
+        help="""Time allowed for one webhook request (connect, and each read), in seconds;
+        a request that takes longer is retried. Default: 10.
+        Environment: ``LIMS_BRIDGE_EVENT_WEBHOOK_TIMEOUT``. Example: ``30``.""",
+    ).tag(config=True)
+
+    event_webhook_retry_initial = Float(
+        1.0,
+        help="""Delay before the first retry of a failed webhook request, in seconds; it
+        doubles with each failure up to ``event_webhook_retry_max``, and a random
+        half of it is waited (jitter). Default: 1. Environment:
+        ``LIMS_BRIDGE_EVENT_WEBHOOK_RETRY_INITIAL``. Example: ``5``.""",
+    ).tag(config=True)
+
+    event_webhook_retry_max = Float(
+        300.0,
+        help="""Longest delay between retries of a failed webhook request, in seconds.
+        Default: 300. Environment: ``LIMS_BRIDGE_EVENT_WEBHOOK_RETRY_MAX``.
+        Example: ``60``.""",
+    ).tag(config=True)
+
+    @validate("event_webhook_queue_size")
+    def _validate_event_webhook_queue_size(self, proposal: dict[str, Any]) -> int:
+        if proposal["value"] < 1:
+            raise TraitError("event_webhook_queue_size must be at least 1")
+        return proposal["value"]
+
+    @validate("event_webhook_timeout", "event_webhook_retry_initial", "event_webhook_retry_max")
+    def _validate_positive_seconds(self, proposal: dict[str, Any]) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError(f"{proposal['trait'].name} must be a positive number of seconds")
+        return proposal["value"]
+
     # -- state --------------------------------------------------------------------
 
     state_dir = Unicode(
@@ -421,6 +518,34 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         # live websockets and streams are closed once their client is no longer admitted
         self.port_proxy.admits = functools.partial(still_admitted, self)
         self._add_frame_ancestors()
+        self.webhook = self._build_webhook(state)
+
+    def _build_webhook(self, state: Path) -> WebhookService | None:
+        if not self.event_webhook_url:
+            return None
+        if not self.event_webhook_secret:
+            raise TraitError(
+                "event_webhook_url is set but event_webhook_secret is empty: the LIMS could "
+                "not tell our events from anyone else's. Set it to 'whsec_<base64 key>'."
+            )
+        webhook = WebhookService(
+            url=self.event_webhook_url,
+            secret=self.event_webhook_secret,
+            types=self.event_webhook_events,
+            owner=self.owner,
+            state_dir=state,
+            queue_size=self.event_webhook_queue_size,
+            timeout=self.event_webhook_timeout,
+            retry_initial=self.event_webhook_retry_initial,
+            retry_max=self.event_webhook_retry_max,
+            log=self.log,
+        )
+        webhook.attach(self.event_logger)
+        return webhook
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if getattr(self, "webhook", None) is not None:
+            self.webhook.start()
 
     def set_proxy_mode(self, mode: str) -> None:
         """The owner's run-time choice of ``proxy_mode``, kept across restarts
@@ -458,6 +583,9 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             self.proxy_tokens.flush()
         if getattr(self, "port_proxy", None) is not None:
             await self.port_proxy.close()
+        # last: what the others emit while stopping is still queued for the next start
+        if getattr(self, "webhook", None) is not None:
+            await self.webhook.stop()
 
     def status(self) -> dict[str, Any]:
         """The body of ``GET lims/api/status``."""
@@ -467,4 +595,5 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             "proxy": {"mode": self.proxy_mode, "allowedPorts": sorted(self.port_proxy.ports)},
             "mounts": sorted(self.data_mounts),
             "recent": self.recent.list(),
+            "webhook": self.webhook.status() if getattr(self, "webhook", None) else None,
         }
