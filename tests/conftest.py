@@ -33,6 +33,21 @@ def bridge_config() -> dict[str, Any]:
     return {}
 
 
+#: a data item naming a folder of the ``data_mount`` store
+RAW = {"name": "raw", "mount": "archive", "path": "2026/S-42/raw"}
+
+
+def body(response: Any) -> dict:
+    """The JSON body of a ``jp_fetch`` response."""
+    return json.loads(response.body)
+
+
+@pytest.fixture
+def workspace(jp_root_dir) -> Path:
+    """The bridge's workspace folder under the server's root."""
+    return jp_root_dir / "lims"
+
+
 @pytest.fixture
 def data_mount(tmp_path) -> Path:
     """A mounted data store with one folder and one file."""
@@ -122,8 +137,8 @@ def open_api(jp_fetch):
 
 @pytest.fixture
 def file_server():
-    """A LIMS file server on 127.0.0.1 (tests/fileserver.py) that records what it served."""
-    from .fileserver import FileServer
+    """A LIMS file server on 127.0.0.1 (tests/support/fileserver.py) that records what it served."""
+    from .support.fileserver import FileServer
 
     server = FileServer().start()
     yield server
@@ -177,7 +192,7 @@ def captured_logs(jp_serverapp):
         return stream.getvalue()
 
     yield read
-    for logger, level in zip(loggers, levels):
+    for logger, level in zip(loggers, levels, strict=True):
         logger.removeHandler(handler)
         logger.setLevel(level)
 

@@ -97,7 +97,10 @@ def test_hs256_only_with_an_explicit_secret():
     secret = "s3cret-per-user-0123456789abcdef"
     token = jwt.encode(claims(), secret, algorithm="HS256")
     assert verify(make_verifier(hmac_secret=secret), token).sub == "alice"
-    assert refusal(make_verifier(ed25519.Ed25519PrivateKey.generate()), token).reason == "token_invalid"
+    assert (
+        refusal(make_verifier(ed25519.Ed25519PrivateKey.generate()), token).reason
+        == "token_invalid"
+    )
 
 
 # -- token_missing / token_invalid ---------------------------------------------
@@ -134,9 +137,11 @@ def test_algorithm_confusion_public_key_as_hmac_secret_is_refused():
     import hmac
 
     signing_input = f"{b64(header)}.{b64(claims())}"
-    sig = base64.urlsafe_b64encode(
-        hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
-    ).rstrip(b"=").decode()
+    sig = (
+        base64.urlsafe_b64encode(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())
+        .rstrip(b"=")
+        .decode()
+    )
     # Then it is refused
     assert refusal(make_verifier(key), f"{signing_input}.{sig}").reason == "token_invalid"
 
@@ -150,7 +155,10 @@ def test_tampered_payload_is_refused(ed_key):
 
 def test_signed_by_an_unknown_key_is_refused(ed_key):
     other = ed25519.Ed25519PrivateKey.generate()
-    assert refusal(make_verifier(ed_key), signing.sign_claims(claims(), other)).reason == "token_invalid"
+    assert (
+        refusal(make_verifier(ed_key), signing.sign_claims(claims(), other)).reason
+        == "token_invalid"
+    )
 
 
 def test_no_configured_key_refuses_everything(ed_key):
@@ -461,7 +469,8 @@ def test_two_servers_sharing_a_state_dir_accept_each_jti_once_and_lose_nothing(t
     path = tmp_path / "state" / "used_jti.json"
     barrier, wins = ctx.Barrier(2), ctx.Queue()
     workers = [
-        ctx.Process(target=_race_worker, args=(str(path), name, barrier, wins)) for name in ("a", "b")
+        ctx.Process(target=_race_worker, args=(str(path), name, barrier, wins))
+        for name in ("a", "b")
     ]
     # When both consume the same jti at the same moment, round after round
     for w in workers:

@@ -17,7 +17,10 @@ from jupyter_lims_bridge.cli import main
 def run(*args, env=None, input=None):
     return subprocess.run(
         [sys.executable, "-m", "jupyter_lims_bridge.cli", *args],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
         input=input if input is not None else "",
     )
 
@@ -39,16 +42,36 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read(keys, tmp_path):
 
 def test_sign_a_deep_link_for_a_hub(keys, capsys):
     private, public = keys
-    assert main([
-        "sign", "--key", str(private), "--sub", "alice", "--entity-type", "sample",
-        "--entity-id", "S-42", "--title", "Buffer screen 3", "--mount", "raw=archive:2026/S-42/raw",
-        "--download", "plate.csv=https://lims.example.org/f/1#sha256=" + "a" * 64,
-        "--url", "https://hub.example.org/hub/user-redirect/",
-    ]) == 0
+    assert (
+        main(
+            [
+                "sign",
+                "--key",
+                str(private),
+                "--sub",
+                "alice",
+                "--entity-type",
+                "sample",
+                "--entity-id",
+                "S-42",
+                "--title",
+                "Buffer screen 3",
+                "--mount",
+                "raw=archive:2026/S-42/raw",
+                "--download",
+                "plate.csv=https://lims.example.org/f/1#sha256=" + "a" * 64,
+                "--url",
+                "https://hub.example.org/hub/user-redirect/",
+            ]
+        )
+        == 0
+    )
     link = capsys.readouterr().out.strip()
     assert link.startswith("https://hub.example.org/hub/user-redirect/lims/open?lims_token=")
     token = parse_qs(urlsplit(link).query)["lims_token"][0]
-    claims = jwt.decode(token, public.read_text(), algorithms=["EdDSA"], audience="jupyter-lims-bridge")
+    claims = jwt.decode(
+        token, public.read_text(), algorithms=["EdDSA"], audience="jupyter-lims-bridge"
+    )
     assert claims["sub"] == "alice" and claims["entity"]["title"] == "Buffer screen 3"
     assert claims["data"] == [
         {"name": "raw", "mount": "archive", "path": "2026/S-42/raw"},
@@ -60,11 +83,30 @@ def test_sign_a_deep_link_for_a_hub(keys, capsys):
 def test_sign_from_a_claims_file_for_a_plain_server(keys, tmp_path, capsys):
     private, _ = keys
     claims_file = tmp_path / "claims.json"
-    claims_file.write_text(json.dumps({
-        "sub": "alice", "entity": {"type": "run", "id": "R-1"}, "notebook": {"new": True}, "project": "P-7",
-    }))
-    assert main(["sign", "--key", str(private), "--claims", str(claims_file),
-                 "--url", "http://127.0.0.1:8888/"]) == 0
+    claims_file.write_text(
+        json.dumps(
+            {
+                "sub": "alice",
+                "entity": {"type": "run", "id": "R-1"},
+                "notebook": {"new": True},
+                "project": "P-7",
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                "sign",
+                "--key",
+                str(private),
+                "--claims",
+                str(claims_file),
+                "--url",
+                "http://127.0.0.1:8888/",
+            ]
+        )
+        == 0
+    )
     link = capsys.readouterr().out.strip()
     assert link.startswith("http://127.0.0.1:8888/lims/open?lims_token=")
     token = parse_qs(urlsplit(link).query)["lims_token"][0]
@@ -79,9 +121,15 @@ def test_sign_refuses_incomplete_claims(keys, capsys):
 
 def test_verify_explains_acceptance_and_each_refusal(keys, tmp_path):
     private, public = keys
-    env = {"LIMS_BRIDGE_PUBLIC_KEYS": str(public), "LIMS_BRIDGE_OWNER": "alice",
-           "LIMS_BRIDGE_STATE_DIR": str(tmp_path / "state"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
-    sign = run("sign", "--key", str(private), "--sub", "alice", "--entity-type", "s", "--entity-id", "1")
+    env = {
+        "LIMS_BRIDGE_PUBLIC_KEYS": str(public),
+        "LIMS_BRIDGE_OWNER": "alice",
+        "LIMS_BRIDGE_STATE_DIR": str(tmp_path / "state"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+    }
+    sign = run(
+        "sign", "--key", str(private), "--sub", "alice", "--entity-type", "s", "--entity-id", "1"
+    )
     token = sign.stdout.strip()
     accepted = run("verify", token, env=env)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
@@ -103,10 +151,15 @@ def test_verify_explains_acceptance_and_each_refusal(keys, tmp_path):
 def test_verify_reads_the_token_from_stdin_so_ps_never_shows_it(keys, tmp_path):
     # Given a signed token and a deep link holding it
     private, public = keys
-    env = {"LIMS_BRIDGE_PUBLIC_KEYS": str(public), "LIMS_BRIDGE_OWNER": "alice",
-           "LIMS_BRIDGE_STATE_DIR": str(tmp_path / "state"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
-    token = run("sign", "--key", str(private), "--sub", "alice", "--entity-type", "s",
-                "--entity-id", "1").stdout.strip()
+    env = {
+        "LIMS_BRIDGE_PUBLIC_KEYS": str(public),
+        "LIMS_BRIDGE_OWNER": "alice",
+        "LIMS_BRIDGE_STATE_DIR": str(tmp_path / "state"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+    }
+    token = run(
+        "sign", "--key", str(private), "--sub", "alice", "--entity-type", "s", "--entity-id", "1"
+    ).stdout.strip()
     link = f"http://127.0.0.1:1/lims/open?lims_token={token}"
     # When verify is run with no argument, or with -, and the token or link on stdin
     for args, text in (((), token + "\n"), (("-",), token), ((), link + "\n")):

@@ -10,11 +10,26 @@ from jupyter_lims_bridge.app import LimsBridge, parse_ports
 
 
 def test_every_option_of_design_exists_with_help():
-    names = (
-        "owner public_keys jwks_url hmac_secret issuers audience max_token_lifetime leeway "
-        "workspace_dir templates_dir open_url data_mounts data_url_prefixes max_download_bytes "
-        "allowed_ports proxy_mode cors_origins embed_origins"
-    ).split()
+    names = [
+        "owner",
+        "public_keys",
+        "jwks_url",
+        "hmac_secret",
+        "issuers",
+        "audience",
+        "max_token_lifetime",
+        "leeway",
+        "workspace_dir",
+        "templates_dir",
+        "open_url",
+        "data_mounts",
+        "data_url_prefixes",
+        "max_download_bytes",
+        "allowed_ports",
+        "proxy_mode",
+        "cors_origins",
+        "embed_origins",
+    ]
     traits = LimsBridge.class_traits(config=True)
     for name in names:
         assert name in traits, name
@@ -25,7 +40,11 @@ def test_defaults():
     bridge = LimsBridge()
     assert bridge.audience == "jupyter-lims-bridge"
     assert (bridge.max_token_lifetime, bridge.leeway) == (600, 30)
-    assert (bridge.workspace_dir, bridge.open_url, bridge.proxy_mode) == ("lims", "lab/tree/{path}", "token")
+    assert (bridge.workspace_dir, bridge.open_url, bridge.proxy_mode) == (
+        "lims",
+        "lab/tree/{path}",
+        "token",
+    )
 
 
 def test_state_and_the_token_file_default_to_the_jupyter_data_dir(monkeypatch, tmp_path):
@@ -48,11 +67,15 @@ def test_owner_defaults_to_the_hub_user(monkeypatch):
     [
         ("OWNER", "dave", "dave"),
         ("PUBLIC_KEYS", '["/k1.pem", "/k2.pem"]', ["/k1.pem", "/k2.pem"]),
-        ("ISSUERS", "https://a.example, https://b.example", ["https://a.example", "https://b.example"]),
+        (
+            "ISSUERS",
+            "https://a.example, https://b.example",
+            ["https://a.example", "https://b.example"],
+        ),
         ("MAX_TOKEN_LIFETIME", "120", 120),
         ("DATA_MOUNTS", '{"archive": "/mnt/archive"}', {"archive": "/mnt/archive"}),
         ("ALLOWED_PORTS", "8050,9000-9002", ["8050", "9000-9002"]),
-        ("ALLOWED_PORTS", "[8050, \"9000-9002\"]", [8050, "9000-9002"]),
+        ("ALLOWED_PORTS", '[8050, "9000-9002"]', [8050, "9000-9002"]),
         ("PROXY_MODE", "disabled", "disabled"),
         ("WAIT_FOR_DATA", "false", False),
     ],
@@ -71,8 +94,13 @@ def test_config_files_win_over_the_environment(monkeypatch):
 
 @pytest.mark.parametrize(
     "name,text",
-    [("MAX_TOKEN_LIFETIME", "ten"), ("ALLOWED_PORTS", "80-70"), ("PROXY_MODE", "sometimes"),
-     ("OPEN_URL", "https://evil.example/{path}"), ("CORS_ORIGINS", "not an origin")],
+    [
+        ("MAX_TOKEN_LIFETIME", "ten"),
+        ("ALLOWED_PORTS", "80-70"),
+        ("PROXY_MODE", "sometimes"),
+        ("OPEN_URL", "https://evil.example/{path}"),
+        ("CORS_ORIGINS", "not an origin"),
+    ],
 )
 def test_bad_environment_values_name_the_variable(monkeypatch, name, text):
     monkeypatch.setenv(f"LIMS_BRIDGE_{name}", text)

@@ -88,7 +88,9 @@ def demo() -> Iterator[RunningDemo]:
 def open_links(page: str, css_class: str) -> dict[str, str]:
     """entry id -> href of its link with ``css_class`` on the ELN page."""
     links = {}
-    for section in re.findall(r"<section class='entry' data-entry='([^']+)'>(.*?)</section>", page, re.S):
+    for section in re.findall(
+        r"<section class='entry' data-entry='([^']+)'>(.*?)</section>", page, re.S
+    ):
         entry_id, body = section
         match = re.search(rf"<a class='[^']*\b{css_class}\b[^']*' href='([^']+)'", body)
         if match:
@@ -103,7 +105,9 @@ def test_demo_eln_links_open_notebooks_and_sigterm_cleans_up(demo):
     links = open_links(page.text, "lims-open")
     assert set(links) >= {"S-1", "S-2", "E-7"}
     # every load signs fresh links
-    assert open_links(requests.get(demo.eln_url, timeout=10).text, "lims-open")["S-1"] != links["S-1"]
+    assert (
+        open_links(requests.get(demo.eln_url, timeout=10).text, "lims-open")["S-1"] != links["S-1"]
+    )
     link = urlsplit(links["S-1"])
     lab_url = f"{link.scheme}://{link.netloc}/"
     token = parse_qs(link.query)["lims_token"][0]
@@ -130,7 +134,9 @@ def test_demo_eln_links_open_notebooks_and_sigterm_cleans_up(demo):
     assert (notebook.parent / "data" / "raw" / "run1.csv").is_file()
 
     # and the instrument simulator answers, directly and through the bridge's proxy
-    instrument = re.search(r"instrument simulator\s+(http://127\.0\.0\.1:\d+)/", demo.text()).group(1)
+    instrument = re.search(r"instrument simulator\s+(http://127\.0\.0\.1:\d+)/", demo.text()).group(
+        1
+    )
     readings = requests.get(instrument + "/api/readings?sample=S-1&n=3", timeout=10).json()
     assert [r["well"] for r in readings["readings"]] == ["A1", "A2", "A3"]
     port = instrument.rsplit(":", 1)[1]

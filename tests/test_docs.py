@@ -12,7 +12,9 @@ ROOT = Path(__file__).parent.parent
 def test_configuration_reference_is_generated_from_the_traits():
     result = subprocess.run(
         [sys.executable, str(ROOT / "docs" / "generate_config.py"), "--check"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .floor_check import pins
+from .support.floor_check import pins
 
 ROOT = Path(__file__).resolve().parent.parent
 

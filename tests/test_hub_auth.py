@@ -57,10 +57,13 @@ def test_a_valid_token_logs_its_user_in(auth, lims_key):
     assert login(auth, token_for(lims_key[0]))["name"] == "alice"
 
 
-@pytest.mark.parametrize("make_key, alg", [
-    (lambda: ec.generate_private_key(ec.SECP256R1()), "ES256"),
-    (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256"),
-])
+@pytest.mark.parametrize(
+    "make_key, alg",
+    [
+        (lambda: ec.generate_private_key(ec.SECP256R1()), "ES256"),
+        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256"),
+    ],
+)
 def test_es256_and_rs256_keys_log_in_too(make_key, alg):
     key = make_key()
     auth = LimsAuthenticator(public_keys=[signing.public_pem_of(key).decode()])
@@ -83,11 +86,14 @@ def test_checking_a_token_for_the_launch_page_uses_nothing_up(auth, lims_key):
     assert login(auth, token)["name"] == "alice"
 
 
-@pytest.mark.parametrize("change, reason", [
-    (dict(lifetime=-120), "token_expired"),
-    (dict(audience="another-app"), "wrong_audience"),
-    (dict(lifetime=3600), "token_expired"),  # longer than max_token_lifetime
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"lifetime": -120}, "token_expired"),
+        ({"audience": "another-app"}, "wrong_audience"),
+        ({"lifetime": 3600}, "token_expired"),  # longer than max_token_lifetime
+    ],
+)
 def test_bad_tokens_are_refused_with_the_reasons_of_design(auth, lims_key, change, reason):
     assert refusal(auth, token_for(lims_key[0], **change)).reason == reason
 
@@ -104,7 +110,10 @@ def test_no_token_is_token_missing(auth):
 
 def test_an_unknown_issuer_is_refused(lims_key):
     auth = LimsAuthenticator(public_keys=[lims_key[1]], issuers=["https://eln.example.org"])
-    assert refusal(auth, token_for(lims_key[0], issuer="https://evil.example")).reason == "unknown_issuer"
+    assert (
+        refusal(auth, token_for(lims_key[0], issuer="https://evil.example")).reason
+        == "unknown_issuer"
+    )
     assert login(auth, token_for(lims_key[0], issuer="https://eln.example.org"))["name"] == "alice"
 
 
@@ -150,7 +159,9 @@ def test_names_colliding_after_normalisation_map_to_one_user_when_not_strict(lim
     auth = LimsAuthenticator(
         public_keys=[lims_key[1]], username_map={"a.smith": "alice"}, strict_username=False
     )
-    names = {login(auth, token_for(lims_key[0], sub=s))["name"] for s in ("a.smith", "ALICE", "alice")}
+    names = {
+        login(auth, token_for(lims_key[0], sub=s))["name"] for s in ("a.smith", "ALICE", "alice")
+    }
     assert names == {"alice"}
 
 
@@ -238,40 +249,46 @@ def test_the_login_page_and_the_login_endpoint_are_registered():
 DEEP = "/hub/user-redirect/lims/open?lims_token=abc.def.ghi"
 
 
-@pytest.mark.parametrize("next_url", [
-    DEEP,
-    "/user/alice/lims/open?lims_token=abc.def.ghi",
-    "/hub/user-redirect/lims/open?lims_token=abc.def.ghi&extra=1",
-])
+@pytest.mark.parametrize(
+    "next_url",
+    [
+        DEEP,
+        "/user/alice/lims/open?lims_token=abc.def.ghi",
+        "/hub/user-redirect/lims/open?lims_token=abc.def.ghi&extra=1",
+    ],
+)
 def test_deep_links_of_this_hub_are_accepted_as_next(next_url):
     assert safe_next_url(next_url, base_url="/", username="alice") == next_url
 
 
-@pytest.mark.parametrize("next_url", [
-    "//evil.example/hub/user-redirect/lims/open?lims_token=x",
-    "///evil.example/hub/user-redirect/lims/open?lims_token=x",
-    "\\\\evil.example/hub/user-redirect/lims/open?lims_token=x",
-    "/\\evil.example/hub/user-redirect/lims/open?lims_token=x",
-    "\\/evil.example/hub/user-redirect/lims/open?lims_token=x",
-    "https://evil.example/hub/user-redirect/lims/open?lims_token=x",
-    "http://127.0.0.1/hub/user-redirect/lims/open?lims_token=x",
-    "javascript:alert(1)//hub/user-redirect/lims/open?lims_token=x",
-    "/%2F%2Fevil.example/hub/user-redirect/lims/open?lims_token=x",
-    "%2F%2Fevil.example/hub/user-redirect/lims/open?lims_token=x",
-    "/%5Cevil.example/hub/user-redirect/lims/open?lims_token=x",
-    "/hub/user-redirect/lims/open/../../../evil?lims_token=x",
-    "/hub/user-redirect/lims/../../logout?lims_token=x",
-    "/hub/user-redirect/lims/open%2F..%2F..%2Fevil?lims_token=x",
-    "/hub/user-redirect/lims/open",  # no token
-    "/hub/user-redirect/lims/proxy/8050/?lims_token=x",
-    "/user/bob/lims/open?lims_token=x",  # another user's server
-    "/user/alice%2F..%2Fbob/lims/open?lims_token=x",
-    "/user/alice/../bob/lims/open?lims_token=x",
-    "/hub/admin",
-    "/hub/user-redirect/lims/open\t?lims_token=x",
-    " /hub/user-redirect/lims/open?lims_token=x",
-    "",
-])
+@pytest.mark.parametrize(
+    "next_url",
+    [
+        "//evil.example/hub/user-redirect/lims/open?lims_token=x",
+        "///evil.example/hub/user-redirect/lims/open?lims_token=x",
+        "\\\\evil.example/hub/user-redirect/lims/open?lims_token=x",
+        "/\\evil.example/hub/user-redirect/lims/open?lims_token=x",
+        "\\/evil.example/hub/user-redirect/lims/open?lims_token=x",
+        "https://evil.example/hub/user-redirect/lims/open?lims_token=x",
+        "http://127.0.0.1/hub/user-redirect/lims/open?lims_token=x",
+        "javascript:alert(1)//hub/user-redirect/lims/open?lims_token=x",
+        "/%2F%2Fevil.example/hub/user-redirect/lims/open?lims_token=x",
+        "%2F%2Fevil.example/hub/user-redirect/lims/open?lims_token=x",
+        "/%5Cevil.example/hub/user-redirect/lims/open?lims_token=x",
+        "/hub/user-redirect/lims/open/../../../evil?lims_token=x",
+        "/hub/user-redirect/lims/../../logout?lims_token=x",
+        "/hub/user-redirect/lims/open%2F..%2F..%2Fevil?lims_token=x",
+        "/hub/user-redirect/lims/open",  # no token
+        "/hub/user-redirect/lims/proxy/8050/?lims_token=x",
+        "/user/bob/lims/open?lims_token=x",  # another user's server
+        "/user/alice%2F..%2Fbob/lims/open?lims_token=x",
+        "/user/alice/../bob/lims/open?lims_token=x",
+        "/hub/admin",
+        "/hub/user-redirect/lims/open\t?lims_token=x",
+        " /hub/user-redirect/lims/open?lims_token=x",
+        "",
+    ],
+)
 def test_anything_else_as_next_goes_to_the_hub_home(next_url):
     assert safe_next_url(next_url, base_url="/", username="alice") == "/hub/home"
 
@@ -302,7 +319,9 @@ def test_the_hub_package_does_not_import_jupyter_server():
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jupyter_server', 'notebook'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -310,6 +329,8 @@ def test_username_map_is_applied_once(lims_key):
     # JupyterHub normalises the name authenticate() returns: a chain in username_map
     # (a.smith -> alice -> root) must not be followed twice
     auth = LimsAuthenticator(
-        public_keys=[lims_key[1]], strict_username=False, username_map={"a.smith": "alice", "alice": "root"}
+        public_keys=[lims_key[1]],
+        strict_username=False,
+        username_map={"a.smith": "alice", "alice": "root"},
     )
     assert login(auth, token_for(lims_key[0], sub="a.smith"))["name"] == "alice"

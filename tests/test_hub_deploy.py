@@ -48,7 +48,9 @@ def test_values_yaml_merged_over_the_chart_defaults_validates_against_its_schema
     defaults = yaml.safe_load((Z2JH / "z2jh-values.yaml").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     merged = deep_merge(defaults, values)
-    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(merged), key=lambda e: list(e.path))
+    errors = sorted(
+        jsonschema.Draft7Validator(schema).iter_errors(merged), key=lambda e: list(e.path)
+    )
     assert not errors, "\n".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
     # the check has teeth: a misspelt key is refused
     broken = deep_merge(merged, {"singleuser": {"extraEnvv": {}}})
@@ -69,7 +71,7 @@ def test_the_users_environment_names_real_bridge_options(values):
 
     traits = set(LimsBridge.class_own_traits(config=True))
     for name in values["singleuser"]["extraEnv"]:
-        assert name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX):].lower() in traits, name
+        assert name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX) :].lower() in traits, name
     # KubeSpawner str.formats these values: no literal braces may be in them
     for value in values["singleuser"]["extraEnv"].values():
         assert not (isinstance(value, str) and re.search(r"[{}]", value)), value
@@ -131,7 +133,9 @@ def test_the_images_install_the_package_on_the_right_bases():
 def test_the_hub_extra_names_what_the_hub_imports():
     import tomllib
 
-    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
     names = {re.split(r"[<>=\[ ]", req)[0].lower() for req in extras["hub"]}
     assert {"jupyterhub", "pyjwt"} <= names
 

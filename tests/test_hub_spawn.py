@@ -30,7 +30,11 @@ users: [{name: none, user: {token: not-a-cluster}}]
 ALICE = {
     "mounts": [
         {"name": "archive", "nfs": {"server": "nfs.example.org", "path": "/export/archive/{x}"}},
-        {"name": "Raw_Data", "readOnly": False, "pvc": {"claimName": "lab-data", "subPath": "alice/raw"}},
+        {
+            "name": "Raw_Data",
+            "readOnly": False,
+            "pvc": {"claimName": "lab-data", "subPath": "alice/raw"},
+        },
         {"name": "scratch", "hostPath": "/data/scratch/alice"},
     ],
     "uid": 1234,
@@ -68,7 +72,9 @@ class Lims:
 
         class Handler(web.RequestHandler):
             async def get(self, name: str) -> None:
-                lims.requests.append({"path": self.request.path, "auth": self.request.headers.get("Authorization")})
+                lims.requests.append(
+                    {"path": self.request.path, "auth": self.request.headers.get("Authorization")}
+                )
                 if lims.delay:
                     await asyncio.sleep(lims.delay)
                 queue = lims.answers.get(name, [(404, {"error": "no such user"})])
@@ -78,7 +84,7 @@ class Lims:
 
         self.app = web.Application([(r"/users/([^/]+)/mounts", Handler)])
 
-    async def __aenter__(self) -> "Lims":
+    async def __aenter__(self) -> Lims:
         sockets = netutil.bind_sockets(0, "127.0.0.1")
         self.port = sockets[0].getsockname()[1]
         self.server = httpserver.HTTPServer(self.app)
@@ -103,14 +109,24 @@ def kube(name: str, config: Config | None = None) -> Any:
 def docker(name: str, config: Config | None = None) -> Any:
     from dockerspawner import DockerSpawner
 
-    hub = SimpleNamespace(api_url="http://hub:8081/hub/api", base_url="/hub/", public_host="", url="http://hub:8081/hub/")
+    hub = SimpleNamespace(
+        api_url="http://hub:8081/hub/api",
+        base_url="/hub/",
+        public_host="",
+        url="http://hub:8081/hub/",
+    )
     return DockerSpawner(config=config or Config(), user=user(name), hub=hub)
 
 
 def local(name: str) -> Any:
     from jupyterhub.spawner import SimpleLocalProcessSpawner
 
-    hub = SimpleNamespace(api_url="http://hub:8081/hub/api", base_url="/hub/", public_host="", url="http://hub:8081/hub/")
+    hub = SimpleNamespace(
+        api_url="http://hub:8081/hub/api",
+        base_url="/hub/",
+        public_host="",
+        url="http://hub:8081/hub/",
+    )
     return SimpleLocalProcessSpawner(user=user(name), hub=hub, home_dir_template="/tmp/{username}")
 
 
@@ -168,18 +184,36 @@ def test_alices_pod_gets_her_volumes_mounts_ids_and_env_and_bobs_none_of_them():
         "readOnly": True,  # read-only unless the LIMS says otherwise
     }
     assert volumes["lims-scratch"]["hostPath"]["path"] == "/data/scratch/alice"
-    assert volumes[raw_name]["persistentVolumeClaim"] == {"claimName": "lab-data", "readOnly": False}
+    assert volumes[raw_name]["persistentVolumeClaim"] == {
+        "claimName": "lab-data",
+        "readOnly": False,
+    }
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert mounts["/mnt/lims/archive"] == {"name": "lims-archive", "mountPath": "/mnt/lims/archive", "readOnly": True}
+    assert mounts["/mnt/lims/archive"] == {
+        "name": "lims-archive",
+        "mountPath": "/mnt/lims/archive",
+        "readOnly": True,
+    }
     assert mounts["/mnt/lims/Raw_Data"] == {
-        "name": raw_name, "mountPath": "/mnt/lims/Raw_Data", "readOnly": False, "subPath": "alice/raw",
+        "name": raw_name,
+        "mountPath": "/mnt/lims/Raw_Data",
+        "readOnly": False,
+        "subPath": "alice/raw",
     }
     assert "/home/jovyan" in mounts
-    assert (spec["securityContext"]["fsGroup"], spec["securityContext"]["supplementalGroups"]) == (100, [2000])
-    assert (container["securityContext"]["runAsUser"], container["securityContext"]["runAsGroup"]) == (1234, 100)
+    assert (spec["securityContext"]["fsGroup"], spec["securityContext"]["supplementalGroups"]) == (
+        100,
+        [2000],
+    )
+    assert (
+        container["securityContext"]["runAsUser"],
+        container["securityContext"]["runAsGroup"],
+    ) == (1234, 100)
     env = env_of(pod)
     assert json.loads(env["LIMS_BRIDGE_DATA_MOUNTS"]) == {
-        "archive": "/mnt/lims/archive", "Raw_Data": "/mnt/lims/Raw_Data", "scratch": "/mnt/lims/scratch",
+        "archive": "/mnt/lims/archive",
+        "Raw_Data": "/mnt/lims/Raw_Data",
+        "scratch": "/mnt/lims/scratch",
     }
     assert env["SITE"] == "alice"  # the operator's templated env still expands
 
@@ -233,7 +267,9 @@ def test_docker_gets_host_binds_read_only_by_default_and_nb_uid():
                 {"name": "results", "readOnly": False, "hostPath": "/data/results/alice"},
                 {"name": "archive", "nfs": {"server": "nfs", "path": "/export"}},
             ],
-            "uid": 1234, "gid": 100, "supplementalGroups": [2000],
+            "uid": 1234,
+            "gid": 100,
+            "supplementalGroups": [2000],
         }
         async with Lims({"alice": [(200, answer)], "bob": [(200, {"mounts": []})]}) as lims:
             hook = LimsSpawnHook(mounts_url=lims.url, service_token="t")
@@ -252,7 +288,8 @@ def test_docker_gets_host_binds_read_only_by_default_and_nb_uid():
     assert (env["NB_UID"], env["NB_GID"]) == ("1234", "100")
     # an NFS export cannot be bind-mounted by DockerSpawner: skipped, not linked
     assert json.loads(env["LIMS_BRIDGE_DATA_MOUNTS"]) == {
-        "scratch": "/mnt/lims/scratch", "results": "/mnt/lims/results",
+        "scratch": "/mnt/lims/scratch",
+        "results": "/mnt/lims/results",
     }
     assert alice.extra_host_config["group_add"] == ["2000"]
     assert bob.volume_binds == {} and "NB_UID" not in bob.get_env()
@@ -268,7 +305,9 @@ def test_a_local_process_gets_only_host_paths_mapped_by_name():
 
     spawner, paths = run(main())
     assert paths == {"scratch": "/data/scratch/alice"}
-    assert json.loads(spawner.get_env()["LIMS_BRIDGE_DATA_MOUNTS"]) == {"scratch": "/data/scratch/alice"}
+    assert json.loads(spawner.get_env()["LIMS_BRIDGE_DATA_MOUNTS"]) == {
+        "scratch": "/data/scratch/alice"
+    }
 
 
 def test_mounts_the_operator_set_are_kept():
@@ -291,7 +330,9 @@ def test_mounts_the_operator_set_are_kept():
 def test_the_user_name_is_url_escaped_and_the_service_token_sent():
     async def main():
         async with Lims({"a b/c": [(200, {"mounts": []})]}) as lims:
-            await spawn_hook(local("a b/c"), LimsSpawnHook(mounts_url=lims.url, service_token="tok"))
+            await spawn_hook(
+                local("a b/c"), LimsSpawnHook(mounts_url=lims.url, service_token="tok")
+            )
             return lims.requests
 
     assert run(main()) == [{"path": "/users/a%20b%2Fc/mounts", "auth": "Bearer tok"}]
@@ -350,7 +391,9 @@ def _closed_port_url() -> str:
 
 
 def test_lims_down_with_on_error_fail_fails_the_spawn_with_a_clear_message(caplog):
-    hook = LimsSpawnHook(mounts_url=_closed_port_url(), service_token="s3cret", retries=1, backoff=0.01)
+    hook = LimsSpawnHook(
+        mounts_url=_closed_port_url(), service_token="s3cret", retries=1, backoff=0.01
+    )
 
     async def main():
         spawner = kube("alice")
@@ -386,7 +429,10 @@ def test_options_come_from_config():
     c.LimsSpawnHook.on_error = "continue"
     hook = LimsSpawnHook(config=c)
     assert (hook.mounts_url, hook.on_error, hook.timeout, hook.mount_root) == (
-        c.LimsSpawnHook.mounts_url, "continue", 10.0, "/mnt/lims",
+        c.LimsSpawnHook.mounts_url,
+        "continue",
+        10.0,
+        "/mnt/lims",
     )
 
 
@@ -399,20 +445,23 @@ def test_without_a_mounts_url_the_hook_does_nothing():
 # -- refusals: nothing applied -------------------------------------------------------
 
 
-@pytest.mark.parametrize("mount, message", [
-    ({"name": "../etc", "hostPath": "/data"}, "one safe path component"),
-    ({"name": "a/b", "hostPath": "/data"}, "one safe path component"),
-    ({"name": "..", "hostPath": "/data"}, "one safe path component"),
-    ({"name": "", "hostPath": "/data"}, "one safe path component"),
-    ({"name": "x", "hostPath": "data/x"}, "absolute path"),
-    ({"name": "x", "hostPath": "/data/../etc"}, "'..'"),
-    ({"name": "x", "nfs": {"server": "nfs", "path": "export"}}, "absolute path"),
-    ({"name": "x", "pvc": {"claimName": "c", "subPath": "../other"}}, "'..'"),
-    ({"name": "x", "pvc": {"claimName": "c", "subPath": "/abs"}}, "relative path"),
-    ({"name": "x", "smb": {"server": "s"}}, "exactly one of"),
-    ({"name": "x", "hostPath": "/a", "nfs": {"server": "s", "path": "/b"}}, "exactly one of"),
-    ({"name": "x", "readOnly": "no", "hostPath": "/a"}, "readOnly"),
-])
+@pytest.mark.parametrize(
+    "mount, message",
+    [
+        ({"name": "../etc", "hostPath": "/data"}, "one safe path component"),
+        ({"name": "a/b", "hostPath": "/data"}, "one safe path component"),
+        ({"name": "..", "hostPath": "/data"}, "one safe path component"),
+        ({"name": "", "hostPath": "/data"}, "one safe path component"),
+        ({"name": "x", "hostPath": "data/x"}, "absolute path"),
+        ({"name": "x", "hostPath": "/data/../etc"}, "'..'"),
+        ({"name": "x", "nfs": {"server": "nfs", "path": "export"}}, "absolute path"),
+        ({"name": "x", "pvc": {"claimName": "c", "subPath": "../other"}}, "'..'"),
+        ({"name": "x", "pvc": {"claimName": "c", "subPath": "/abs"}}, "relative path"),
+        ({"name": "x", "smb": {"server": "s"}}, "exactly one of"),
+        ({"name": "x", "hostPath": "/a", "nfs": {"server": "s", "path": "/b"}}, "exactly one of"),
+        ({"name": "x", "readOnly": "no", "hostPath": "/a"}, "readOnly"),
+    ],
+)
 def test_a_bad_mount_refuses_the_whole_answer_and_applies_nothing(mount, message):
     answer = {"mounts": [{"name": "good", "hostPath": "/data/good"}, mount], "uid": 1234}
     with pytest.raises(MountsRefused, match=message):
@@ -430,11 +479,17 @@ def test_a_bad_mount_refuses_the_whole_answer_and_applies_nothing(mount, message
     assert "LIMS_BRIDGE_DATA_MOUNTS" not in spawner.environment
 
 
-@pytest.mark.parametrize("answer", [
-    [], {"mounts": {}}, {"mounts": [], "uid": -1}, {"mounts": [], "uid": True},
-    {"mounts": [], "supplementalGroups": "2000"},
-    {"mounts": [{"name": "a", "hostPath": "/a"}, {"name": "a", "hostPath": "/b"}]},
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        {"mounts": {}},
+        {"mounts": [], "uid": -1},
+        {"mounts": [], "uid": True},
+        {"mounts": [], "supplementalGroups": "2000"},
+        {"mounts": [{"name": "a", "hostPath": "/a"}, {"name": "a", "hostPath": "/b"}]},
+    ],
+)
 def test_malformed_answers_are_refused(answer):
     with pytest.raises(MountsRefused):
         parse_answer(answer)

@@ -14,14 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from jupyter_lims_bridge import events as bridge_events
 from jupyter_lims_bridge import signing
 
-from .conftest import files_under
-
-RAW = {"name": "raw", "mount": "archive", "path": "2026/S-42/raw"}
-
-
-@pytest.fixture
-def workspace(jp_root_dir):
-    return jp_root_dir / "lims"
+from .conftest import RAW, body, files_under
 
 
 @pytest.fixture
@@ -29,14 +22,12 @@ def events(emitted):
     return lambda: emitted(bridge_events.OPEN)
 
 
-def body(response) -> dict:
-    return json.loads(response.body)
-
-
 # -- success ------------------------------------------------------------------
 
 
-async def test_open_creates_the_notebook_with_data_linked(open_api, sign, workspace, jp_base_url, data_mount):
+async def test_open_creates_the_notebook_with_data_linked(
+    open_api, sign, workspace, jp_base_url, data_mount
+):
     # Given a signed token for the owner naming mounted data
     token = sign(data=[RAW])
     # When the LIMS backend posts it with no Jupyter credentials
@@ -63,7 +54,11 @@ async def test_open_creates_the_notebook_with_data_linked(open_api, sign, worksp
 
 async def test_token_in_json_body_is_accepted(jp_fetch, sign):
     response = await jp_fetch(
-        "lims", "api", "open", method="POST", body=json.dumps({"token": sign()}),
+        "lims",
+        "api",
+        "open",
+        method="POST",
+        body=json.dumps({"token": sign()}),
         headers={"Authorization": ""},
     )
     assert response.code == 201
@@ -120,19 +115,38 @@ async def test_dry_run_writes_nothing_and_keeps_the_link_usable(open_api, sign, 
 async def test_custom_template_with_placeholders(open_api, sign, workspace, bridge, tmp_path):
     templates = tmp_path / "templates"
     templates.mkdir()
-    (templates / "plate.ipynb").write_text(json.dumps({
-        "cells": [
-            {"cell_type": "markdown", "metadata": {}, "source": "# Plate {{ entity.id }}: {{ entity.title }}"},
-            {"cell_type": "code", "metadata": {}, "source": "title = {{ entity.title }}\nraw = {{ data_paths }}",
-             "outputs": [], "execution_count": None},
-        ],
-        "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
-    }))
+    (templates / "plate.ipynb").write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {
+                        "cell_type": "markdown",
+                        "metadata": {},
+                        "source": "# Plate {{ entity.id }}: {{ entity.title }}",
+                    },
+                    {
+                        "cell_type": "code",
+                        "metadata": {},
+                        "source": "title = {{ entity.title }}\nraw = {{ data_paths }}",
+                        "outputs": [],
+                        "execution_count": None,
+                    },
+                ],
+                "metadata": {},
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+    )
     bridge.workspace.templates_dir = templates
     hostile = "x'\nimport os; os.system('echo pwned') #*[link](javascript:1)"
-    response = await open_api(sign(
-        entity={"type": "plate", "id": "P-1", "title": hostile}, notebook={"template": "plate"}, data=[RAW],
-    ))
+    response = await open_api(
+        sign(
+            entity={"type": "plate", "id": "P-1", "title": hostile},
+            notebook={"template": "plate"},
+            data=[RAW],
+        )
+    )
     assert response.code == 201
     nb = json.loads((workspace / "plate-P-1" / "P-1.ipynb").read_text())
     markdown, code = ("".join(c["source"]) for c in nb["cells"])
@@ -140,7 +154,7 @@ async def test_custom_template_with_placeholders(open_api, sign, workspace, brid
     assert "\n" not in markdown and "\\[link\\]\\(javascript:1\\)" in markdown
     # the code cell holds Python literals: the hostile title is one string
     namespace: dict = {}
-    exec(compile(code, "cell", "exec"), {}, namespace)  # noqa: S102 - that is the point of the test
+    exec(compile(code, "cell", "exec"), {}, namespace)
     assert namespace == {"title": hostile, "raw": {"raw": "data/raw"}}
 
 
@@ -151,7 +165,9 @@ async def test_events_record_accepted_and_refused_opens_without_the_token(open_a
     await open_api(sign(sub="bob"))
     emitted = events()
     assert [(e["action"], e.get("reason")) for e in emitted] == [
-        ("opened", None), ("refused", "token_replayed"), ("refused", "wrong_user"),
+        ("opened", None),
+        ("refused", "token_replayed"),
+        ("refused", "wrong_user"),
     ]
     assert emitted[0]["entityId"] == "S-42" and emitted[0]["path"] == "lims/sample-S-42/S-42.ipynb"
     assert all(token not in json.dumps(e) for e in emitted)
@@ -176,7 +192,7 @@ async def test_the_token_never_appears_in_logs_or_responses(open_api, sign, jp_f
         assert token not in logged
         signature = token.rsplit(".", 1)[1]
         assert signature not in logged
-        for response in responses + [page]:
+        for response in [*responses, page]:
             assert signature not in response.body.decode()
 
 
@@ -325,7 +341,12 @@ async def test_a_body_of_64_kib_is_still_read(jp_fetch, sign):
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{not json", b"\xff\xfe", b"[" * 20000 + b"]" * 20000, b'{"a":' * 10000 + b"1" + b"}" * 10000],
+    [
+        b"{not json",
+        b"\xff\xfe",
+        b"[" * 20000 + b"]" * 20000,
+        b'{"a":' * 10000 + b"1" + b"}" * 10000,
+    ],
     ids=["malformed", "not-utf8", "deep-list", "deep-object"],
 )
 async def test_a_malformed_or_too_deep_body_is_bad_request(jp_fetch, raw):
@@ -333,7 +354,12 @@ async def test_a_malformed_or_too_deep_body_is_bad_request(jp_fetch, raw):
     assert len(raw) <= 64 * 1024
     # When it is posted without a token header
     response = await jp_fetch(
-        "lims", "api", "open", method="POST", body=raw, headers={"Authorization": ""},
+        "lims",
+        "api",
+        "open",
+        method="POST",
+        body=raw,
+        headers={"Authorization": ""},
         raise_error=False,
     )
     # Then it is refused as a bad request, not a 500
@@ -367,7 +393,12 @@ REFUSALS = [
     ("whole mount, dot", {"data": [{**RAW, "path": "."}]}, 403, "path_not_allowed"),
     ("unknown mount", {"data": [{**RAW, "mount": "nope"}]}, 422, "unknown_mount"),
     ("missing data", {"data": [{**RAW, "path": "2026/none"}]}, 422, "data_missing"),
-    ("url not allowed", {"data": [{"name": "f.csv", "url": "https://elsewhere.example/f.csv"}]}, 403, "url_not_allowed"),
+    (
+        "url not allowed",
+        {"data": [{"name": "f.csv", "url": "https://elsewhere.example/f.csv"}]},
+        403,
+        "url_not_allowed",
+    ),
 ]
 
 
@@ -392,7 +423,7 @@ async def test_refusals(case, spec, status, reason, open_api, sign, workspace, j
                 overrides[k] += now
         if "data" in overrides and overrides["data"] != "raw":
             # one good item first: one bad item must refuse the whole open
-            overrides["data"] = [dict(RAW, name="good")] + list(overrides["data"])
+            overrides["data"] = [dict(RAW, name="good"), *list(overrides["data"])]
         token = sign(**overrides)
     response = await open_api(token)
     # Then it is refused with DESIGN's status and stable reason
@@ -425,7 +456,9 @@ async def test_replay_protection_survives_a_restart(open_api, sign, bridge):
     assert body(await open_api(token))["reason"] == "token_replayed"
 
 
-async def test_symlinked_folder_leaving_the_workspace_is_refused(open_api, sign, workspace, tmp_path):
+async def test_symlinked_folder_leaving_the_workspace_is_refused(
+    open_api, sign, workspace, tmp_path
+):
     outside = tmp_path / "outside"
     outside.mkdir()
     workspace.mkdir(parents=True, exist_ok=True)
@@ -456,7 +489,9 @@ async def test_status_lists_recent_opens(open_api, sign, jp_fetch):
 
 
 async def test_status_needs_jupyter_credentials(jp_fetch):
-    response = await jp_fetch("lims", "api", "status", headers={"Authorization": ""}, raise_error=False)
+    response = await jp_fetch(
+        "lims", "api", "status", headers={"Authorization": ""}, raise_error=False
+    )
     assert response.code == 403
 
 

@@ -84,8 +84,11 @@ async def test_wrong_user_page_links_back_to_the_eln_entry(jp_fetch, sign):
 async def test_forged_token_gets_no_link_back(jp_fetch, sign):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    forged = sign(key=ed25519.Ed25519PrivateKey.generate(), sub="bob",
-                  entity={"type": "s", "id": "1", "url": "https://phishing.example/"})
+    forged = sign(
+        key=ed25519.Ed25519PrivateKey.generate(),
+        sub="bob",
+        entity={"type": "s", "id": "1", "url": "https://phishing.example/"},
+    )
     text = (await page(jp_fetch, forged)).body.decode()
     assert "phishing.example" not in text
 
@@ -97,5 +100,7 @@ async def test_replayed_link_navigates_to_the_same_notebook(jp_fetch, sign, open
     response = await page(jp_fetch, token)
     text = response.body.decode()
     assert response.code == 200
-    assert data_attribute(text, "replay-url") == f"{jp_base_url}lab/tree/lims/sample-S-42/S-42.ipynb"
+    assert (
+        data_attribute(text, "replay-url") == f"{jp_base_url}lab/tree/lims/sample-S-42/S-42.ipynb"
+    )
     assert len(list((await jp_fetch("api", "contents", "lims", "sample-S-42")).body)) == before

@@ -16,17 +16,40 @@ from jupyter_lims_bridge.paths import is_safe_file_name, sanitize_component
 from jupyter_lims_bridge.workspace import Workspace, relative_notebook_path
 
 HOSTILE = st.sampled_from(
-    ["..", ".", "/", "\\", "%2F", "%2e%2e", "\x00", "~", "C:", "link", ".ipynb", " ", "\n", "é", "🧪"]
+    [
+        "..",
+        ".",
+        "/",
+        "\\",
+        "%2F",
+        "%2e%2e",
+        "\x00",
+        "~",
+        "C:",
+        "link",
+        ".ipynb",
+        " ",
+        "\n",
+        "é",
+        "🧪",
+    ]
 )
-TEXT = st.lists(st.one_of(HOSTILE, st.text(min_size=0, max_size=12)), min_size=1, max_size=6).map("".join)
+TEXT = st.lists(st.one_of(HOSTILE, st.text(min_size=0, max_size=12)), min_size=1, max_size=6).map(
+    "".join
+)
 PATHS = st.lists(st.one_of(HOSTILE, TEXT), min_size=1, max_size=8).map("/".join)
 
 
 def request(entity_type: str, entity_id: str, path: str | None) -> OpenRequest:
     return OpenRequest(
-        sub="alice", jti="j", iat=0, exp=1, iss=None,
+        sub="alice",
+        jti="j",
+        iat=0,
+        exp=1,
+        iss=None,
         entity=Entity(type=entity_type, id=entity_id),
-        notebook=NotebookSpec(path=path), data=(),
+        notebook=NotebookSpec(path=path),
+        data=(),
     )
 
 
@@ -68,12 +91,20 @@ def all_files(folder: Path) -> set[str]:
     return {str(p) for p in folder.rglob("*")}
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(entity_type=TEXT, entity_id=TEXT, path=st.one_of(st.none(), PATHS.map(lambda p: p + ".ipynb")))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    entity_type=TEXT, entity_id=TEXT, path=st.one_of(st.none(), PATHS.map(lambda p: p + ".ipynb"))
+)
 def test_no_token_path_writes_outside_the_workspace(sandbox, entity_type, entity_id, path):
     root, outside = sandbox
-    workspace = Workspace(root_dir=root, workspace_dir="lims", templates_dir=None,
-                          contents_manager=RecordingContents(root))
+    workspace = Workspace(
+        root_dir=root,
+        workspace_dir="lims",
+        templates_dir=None,
+        contents_manager=RecordingContents(root),
+    )
     req = request(entity_type, entity_id, path)
     try:
         plan = workspace.plan(req)
@@ -133,10 +164,14 @@ def test_builtin_template_is_found_when_the_package_path_holds_a_symlink(tmp_pat
 def test_templates_dir_behind_a_symlink_is_used(tmp_path):
     real = tmp_path / "real-templates"
     real.mkdir()
-    (real / "mine.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    (real / "mine.ipynb").write_text(
+        '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    )
     (tmp_path / "templates").symlink_to(real, target_is_directory=True)
     workspace = Workspace(
-        root_dir=tmp_path, workspace_dir="lims", templates_dir=str(tmp_path / "templates"),
+        root_dir=tmp_path,
+        workspace_dir="lims",
+        templates_dir=str(tmp_path / "templates"),
         contents_manager=None,
     )
     assert workspace.template("mine")["cells"] == []

@@ -1,6 +1,6 @@
 """The port proxy through a real Jupyter server to a real backend on 127.0.0.1.
 
-Given a backend service (tests/proxy_backend.py) on an allowed port, when a
+Given a backend service (tests/support/proxy_backend.py) on an allowed port, when a
 client calls ``lims/proxy/<port>/…`` with or without credentials, then the
 statuses, reasons, forwarded headers and bodies are as DESIGN.md says.
 """
@@ -20,7 +20,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from .lenient_backend import LenientBackend
+from .support.lenient_backend import LenientBackend
 
 HERE = Path(__file__).parent
 ELN = "https://eln.example.org"
@@ -36,7 +36,7 @@ def free_port() -> int:
 def backend_port():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "proxy_backend.py"), str(port)],
+        [sys.executable, str(HERE / "support" / "proxy_backend.py"), str(port)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -188,14 +188,17 @@ async def login_cookies(jp_fetch, jp_serverapp, with_xsrf: bool = False):
     """The owner's browser cookies after a password (token) login, without _xsrf
     (``with_xsrf``: also the _xsrf cookie and its value)."""
     page = await jp_fetch("login", headers={"Authorization": ""}, raise_error=False)
-    xsrf_cookie = [c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie")
-                   if c.startswith("_xsrf=")][0]
+    xsrf_cookie = next(
+        c.split(";", 1)[0] for c in page.headers.get_list("Set-Cookie") if c.startswith("_xsrf=")
+    )
     xsrf = xsrf_cookie.split("=", 1)[1]
     login = await jp_fetch(
-        "login", method="POST",
+        "login",
+        method="POST",
         body=f"password={jp_serverapp.identity_provider.token}&_xsrf={xsrf}",
         headers={"Authorization": "", "Cookie": xsrf_cookie},
-        raise_error=False, follow_redirects=False,
+        raise_error=False,
+        follow_redirects=False,
     )
     cookies = [c.split(";", 1)[0] for c in login.headers.get_list("Set-Cookie")]
     assert any(c.startswith("username-") for c in cookies), cookies
@@ -207,13 +210,24 @@ async def test_cookie_session_post_needs_xsrf(jp_fetch, jp_serverapp, backend_po
     # Given the owner's login cookie but no _xsrf, a POST must not pass
     cookies, xsrf_cookie, xsrf = await login_cookies(jp_fetch, jp_serverapp, with_xsrf=True)
     r = await jp_fetch(
-        "lims", "proxy", str(backend_port), "echo", method="POST", body="x",
-        headers={"Authorization": "", "Cookie": cookies}, raise_error=False,
+        "lims",
+        "proxy",
+        str(backend_port),
+        "echo",
+        method="POST",
+        body="x",
+        headers={"Authorization": "", "Cookie": cookies},
+        raise_error=False,
     )
     assert r.code == 403
     # the same cookie with a matching _xsrf passes
     r = await jp_fetch(
-        "lims", "proxy", str(backend_port), "echo", method="POST", body="x",
+        "lims",
+        "proxy",
+        str(backend_port),
+        "echo",
+        method="POST",
+        body="x",
         headers={"Authorization": "", "Cookie": f"{cookies}; {xsrf_cookie}", "X-XSRFToken": xsrf},
         raise_error=False,
     )
@@ -223,9 +237,15 @@ async def test_cookie_session_post_needs_xsrf(jp_fetch, jp_serverapp, backend_po
     assert "x-xsrftoken" not in seen and xsrf not in json.dumps(seen)
     # nor does an _xsrf in the query reach the backend (other parameters do)
     r = await jp_fetch(
-        "lims", "proxy", str(backend_port), "echo", method="POST", body="x",
+        "lims",
+        "proxy",
+        str(backend_port),
+        "echo",
+        method="POST",
+        body="x",
         params={"_xsrf": xsrf, "keep": "1"},
-        headers={"Authorization": "", "Cookie": f"{cookies}; {xsrf_cookie}"}, raise_error=False,
+        headers={"Authorization": "", "Cookie": f"{cookies}; {xsrf_cookie}"},
+        raise_error=False,
     )
     assert r.code == 200, r.body
     assert json.loads(r.body)["query"] == "keep=1"
@@ -240,8 +260,13 @@ async def test_a_configured_login_cookie_name_is_not_forwarded(proxy_fetch, toke
 
 async def test_cookie_session_get_passes(jp_fetch, jp_serverapp, backend_port):
     cookies = await login_cookies(jp_fetch, jp_serverapp)
-    r = await jp_fetch("lims", "proxy", str(backend_port), "echo",
-                       headers={"Authorization": "", "Cookie": cookies + "; app=1"})
+    r = await jp_fetch(
+        "lims",
+        "proxy",
+        str(backend_port),
+        "echo",
+        headers={"Authorization": "", "Cookie": cookies + "; app=1"},
+    )
     assert r.code == 200
     assert json.loads(r.body)["headers"]["cookie"] == ["app=1"]
 
@@ -303,17 +328,22 @@ async def test_a_claimed_address_cannot_be_locked_out(proxy_fetch, token, bridge
     assert r.code == 200, r.body
 
 
-async def test_attempts_count_per_forwarded_client_behind_a_front_proxy(proxy_fetch, token,
-                                                                      bridge):
+async def test_attempts_count_per_forwarded_client_behind_a_front_proxy(proxy_fetch, token, bridge):
     # Behind JupyterHub (trust_xheaders) the client is the X-Forwarded-For entry
     # its proxy appended; an X-Real-Ip the client sends itself changes nothing
     bridge.port_proxy.trust_xheaders = True
     for i in range(10):
-        r = await proxy_fetch("echo", token="jlb_guess",
-                              headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": f"10.0.0.{i}"})
+        r = await proxy_fetch(
+            "echo",
+            token="jlb_guess",
+            headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": f"10.0.0.{i}"},
+        )
         assert r.code == 401
-    r = await proxy_fetch("echo", token="jlb_guess",
-                          headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": "10.9.9.9"})
+    r = await proxy_fetch(
+        "echo",
+        token="jlb_guess",
+        headers={"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": "10.9.9.9"},
+    )
     assert (r.code, reason(r)) == (429, "too_many_attempts")
     # another client behind the same proxy is not held back
     r = await proxy_fetch("echo", token="jlb_guess2", headers={"X-Forwarded-For": "198.51.100.2"})
@@ -501,8 +531,9 @@ def _chunked_upload(url: str, token: str, pieces: list[bytes]) -> bytes:
 
     u = urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    conn.request("POST", u.path, body=iter(pieces), headers={"X-Proxy-Token": token},
-                 encode_chunked=True)
+    conn.request(
+        "POST", u.path, body=iter(pieces), headers={"X-Proxy-Token": token}, encode_chunked=True
+    )
     return conn.getresponse().read()
 
 
@@ -512,7 +543,9 @@ async def test_chunked_response_and_event_stream(proxy_fetch, token):
     received: list[tuple[float, bytes]] = []
     start = time.monotonic()
     r = await proxy_fetch(
-        "events", token=token, params={"count": "4", "delay": "0.2"},
+        "events",
+        token=token,
+        params={"count": "4", "delay": "0.2"},
         streaming_callback=lambda chunk: received.append((time.monotonic() - start, chunk)),
     )
     assert r.code == 200
@@ -521,8 +554,9 @@ async def test_chunked_response_and_event_stream(proxy_fetch, token):
     assert received[0][0] < received[-1][0] - 0.4
 
 
-async def test_a_long_stream_counts_as_activity_while_it_runs(proxy_fetch, token, bridge,
-                                                             jp_serverapp):
+async def test_a_long_stream_counts_as_activity_while_it_runs(
+    proxy_fetch, token, bridge, jp_serverapp
+):
     # the idle culler must see a long download or event stream before it ends
     settings = jp_serverapp.web_app.settings
     seen_during: list[object] = []
@@ -533,8 +567,9 @@ async def test_a_long_stream_counts_as_activity_while_it_runs(proxy_fetch, token
 
     settings.pop("api_last_activity", None)
     bridge.port_proxy._activity_next = 0.0
-    r = await proxy_fetch("events", token=token, params={"count": "4", "delay": "0.1"},
-                          streaming_callback=on_chunk)
+    r = await proxy_fetch(
+        "events", token=token, params={"count": "4", "delay": "0.1"}, streaming_callback=on_chunk
+    )
     assert r.code == 200
     # every event but the first (whose write also carried the head) was activity on its own
     assert len(seen_during) >= 3 and all(a is not None for a in seen_during[1:])
@@ -691,8 +726,9 @@ async def test_websocket_cross_origin_with_owner_cookie_refused(jp_fetch, server
     r = await jp_fetch("api", "status")
     cookie = "; ".join(c.split(";", 1)[0] for c in r.headers.get_list("Set-Cookie"))
     assert cookie
-    evil = ws_request(server, backend_port,
-                      headers={"Cookie": cookie, "Origin": "https://evil.example.org"})
+    evil = ws_request(
+        server, backend_port, headers={"Cookie": cookie, "Origin": "https://evil.example.org"}
+    )
     with pytest.raises(HTTPClientError) as info:
         await websocket_connect(evil)
     assert info.value.code == 403
@@ -760,8 +796,9 @@ async def test_proxied_traffic_counts_as_activity(proxy_fetch, token, jp_servera
     assert after is not None and after != before
 
 
-async def test_websocket_traffic_counts_as_activity(server, backend_port, token, jp_serverapp,
-                                                    bridge):
+async def test_websocket_traffic_counts_as_activity(
+    server, backend_port, token, jp_serverapp, bridge
+):
     req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
     ws = await websocket_connect(req)
     settings = jp_serverapp.web_app.settings
@@ -855,8 +892,11 @@ async def test_ambiguous_body_framing_is_refused_before_the_backend(
     # length two parsers could read differently
     before = len(lenient.requests)
     path = f"{server_path(server)}lims/proxy/{lenient.port}/x"
-    data = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
-            .encode() + framing + b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n".encode()
+        + framing
+        + b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     status, body = await asyncio.to_thread(raw_request, server, data)
     # Then it is answered 400 bad_request and the backend saw nothing at all
     assert status == 400
@@ -867,10 +907,16 @@ async def test_ambiguous_body_framing_is_refused_before_the_backend(
 
 async def test_plain_body_framing_still_passes(server, token, backend_port):
     path = f"{server_path(server)}lims/proxy/{backend_port}/upload"
-    for framing, body in ((b"Content-Length: 2\r\n", b"hi"),
-                          (b"Transfer-Encoding: Chunked\r\n", b"2\r\nhi\r\n0\r\n\r\n")):
-        data = (f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
-                .encode() + framing + b"\r\n" + body)
+    for framing, body in (
+        (b"Content-Length: 2\r\n", b"hi"),
+        (b"Transfer-Encoding: Chunked\r\n", b"2\r\nhi\r\n0\r\n\r\n"),
+    ):
+        data = (
+            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n".encode()
+            + framing
+            + b"\r\n"
+            + body
+        )
         status, answer = await asyncio.to_thread(raw_request, server, data)
         assert status == 200, answer
         assert json.loads(answer)["received"] == 2
@@ -967,16 +1013,22 @@ async def test_client_forwarding_headers_do_not_reach_the_backend(
     assert seen["x-forwarded-for"] == ["6.6.6.6, 127.0.0.1"]
 
 
-async def test_forwarding_headers_behind_a_trusted_front_proxy(proxy_fetch, token, bridge,
-                                                               jp_http_port):
+async def test_forwarding_headers_behind_a_trusted_front_proxy(
+    proxy_fetch, token, bridge, jp_http_port
+):
     # Behind JupyterHub's proxy (trust_xheaders), the client is the entry that
     # proxy appended and the protocol is the one it reported; X-Real-Ip from the
     # client (which configurable-http-proxy passes through) is not believed
     bridge.port_proxy.trust_xheaders = True
-    r = await proxy_fetch("echo", token=token, headers={
-        "X-Forwarded-For": "6.6.6.6, 203.0.113.7", "X-Real-Ip": "6.6.6.6",
-        "X-Forwarded-Host": "evil.example",
-    })
+    r = await proxy_fetch(
+        "echo",
+        token=token,
+        headers={
+            "X-Forwarded-For": "6.6.6.6, 203.0.113.7",
+            "X-Real-Ip": "6.6.6.6",
+            "X-Forwarded-Host": "evil.example",
+        },
+    )
     seen = json.loads(r.body)["headers"]
     assert seen["x-real-ip"] == ["203.0.113.7"]
     assert seen["forwarded"][0].startswith('for="203.0.113.7";')
@@ -989,12 +1041,15 @@ async def test_forwarding_headers_behind_a_trusted_front_proxy(proxy_fetch, toke
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-def _attack(server: str, port: int, token: str, method: str, path: str = "/x",
-            body: bytes = SMUGGLED) -> tuple[int, bytes]:
+def _attack(
+    server: str, port: int, token: str, method: str, path: str = "/x", body: bytes = SMUGGLED
+) -> tuple[int, bytes]:
     """A proxy-token client's request whose body is itself a request."""
-    head = (f"{method} {server_path(server)}lims/proxy/{port}{path} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"{method} {server_path(server)}lims/proxy/{port}{path} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return raw_request(server, head + body)
 
 
@@ -1017,8 +1072,9 @@ async def test_a_smuggled_request_in_a_body_reaches_nobody_else(
     # When the owner then uses the proxy, it gets the answer to its own request
     assert (await _owner_get(jp_fetch, lenient.port, "owner-private"))["path"] == "/owner-private"
     # and the attacker's next request gets its own answer, not the owner's page
-    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/next",
-                                {"X-Proxy-Token": token})
+    r = await asyncio.to_thread(
+        _get, f"{server}lims/proxy/{lenient.port}/next", {"X-Proxy-Token": token}
+    )
     assert json.loads(r)["path"] == "/next"
     # and the backend never parsed the body as a request of its own
     assert not any(path == "/smuggled" for _, path, _ in lenient.requests)
@@ -1029,14 +1085,20 @@ async def test_a_head_answered_with_a_body_does_not_desync_the_next_request(
 ):
     # Given a backend that (wrongly) sends a body after a HEAD's head
     r = await asyncio.to_thread(
-        lambda: raw_request(server, (
-            f"HEAD {server_path(server)}lims/proxy/{lenient.port}/head-with-body HTTP/1.1\r\n"
-            f"Host: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n\r\n").encode()))
+        lambda: raw_request(
+            server,
+            (
+                f"HEAD {server_path(server)}lims/proxy/{lenient.port}/head-with-body HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nX-Proxy-Token: {token}\r\n\r\n"
+            ).encode(),
+        )
+    )
     assert r[0] == 200
     await asyncio.sleep(0.05)
     # Then the next request of the same caller, and the owner's, get their own answers
-    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/mine",
-                                {"X-Proxy-Token": token})
+    r = await asyncio.to_thread(
+        _get, f"{server}lims/proxy/{lenient.port}/mine", {"X-Proxy-Token": token}
+    )
     assert json.loads(r)["path"] == "/mine"
     assert (await _owner_get(jp_fetch, lenient.port, "owner"))["path"] == "/owner"
 
@@ -1044,17 +1106,20 @@ async def test_a_head_answered_with_a_body_does_not_desync_the_next_request(
 async def test_bytes_left_in_the_read_buffer_unpool_the_connection(server, token, lenient):
     # Given a backend whose answer arrives twice in one write (the second copy
     # sits in tornado's read buffer once the first is read)
-    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/double",
-                                {"X-Proxy-Token": token})
+    r = await asyncio.to_thread(
+        _get, f"{server}lims/proxy/{lenient.port}/double", {"X-Proxy-Token": token}
+    )
     assert json.loads(r)["path"] == "/double"
     # Then the same caller's next request is not answered with the leftover copy
-    r = await asyncio.to_thread(_get, f"{server}lims/proxy/{lenient.port}/after",
-                                {"X-Proxy-Token": token})
+    r = await asyncio.to_thread(
+        _get, f"{server}lims/proxy/{lenient.port}/after", {"X-Proxy-Token": token}
+    )
     assert json.loads(r)["path"] == "/after"
 
 
-async def test_pooled_connections_are_kept_apart_per_caller(proxy_fetch, bridge, jp_fetch,
-                                                            backend_port):
+async def test_pooled_connections_are_kept_apart_per_caller(
+    proxy_fetch, bridge, jp_fetch, backend_port
+):
     # Given two proxy tokens and the owner's session, each reusing its connections
     a = bridge.proxy_tokens.create("a")["token"]
     b = bridge.proxy_tokens.create("b")["token"]
@@ -1118,8 +1183,9 @@ async def _end_admission(cause: str, bridge, jp_fetch, created: dict) -> None:
         real_clock = bridge.proxy_tokens.clock
         bridge.proxy_tokens.clock = lambda: real_clock() + 3600
     else:
-        r = await jp_fetch("lims", "api", "proxy", method="PUT",
-                           body=json.dumps({"mode": "disabled"}))
+        r = await jp_fetch(
+            "lims", "api", "proxy", method="PUT", body=json.dumps({"mode": "disabled"})
+        )
         assert r.code == 200
 
 
@@ -1166,11 +1232,15 @@ async def test_a_live_stream_is_aborted_when_its_admission_ends(
         chunks.append(chunk)
         first.set()
 
-    fetch = asyncio.ensure_future(AsyncHTTPClient().fetch(
-        f"{server}lims/proxy/{backend_port}/events?count=200&delay=0.1",
-        headers={"X-Proxy-Token": created["token"]}, streaming_callback=on_chunk,
-        raise_error=False, request_timeout=30,
-    ))
+    fetch = asyncio.ensure_future(
+        AsyncHTTPClient().fetch(
+            f"{server}lims/proxy/{backend_port}/events?count=200&delay=0.1",
+            headers={"X-Proxy-Token": created["token"]},
+            streaming_callback=on_chunk,
+            raise_error=False,
+            request_timeout=30,
+        )
+    )
     await asyncio.wait_for(first.wait(), 10)
     # When its admission ends
     started = time.monotonic()
@@ -1221,10 +1291,12 @@ async def test_no_sweeper_runs_without_live_sessions(proxy_fetch, token, bridge)
 async def test_revoking_one_token_leaves_the_others_sessions(server, backend_port, bridge):
     a = bridge.proxy_tokens.create("a")
     b = bridge.proxy_tokens.create("b")
-    ws_a = await websocket_connect(ws_request(server, backend_port,
-                                              headers={"X-Proxy-Token": a["token"]}))
-    ws_b = await websocket_connect(ws_request(server, backend_port,
-                                              headers={"X-Proxy-Token": b["token"]}))
+    ws_a = await websocket_connect(
+        ws_request(server, backend_port, headers={"X-Proxy-Token": a["token"]})
+    )
+    ws_b = await websocket_connect(
+        ws_request(server, backend_port, headers={"X-Proxy-Token": b["token"]})
+    )
     bridge.proxy_tokens.revoke(a["id"])
     assert await asyncio.wait_for(ws_a.read_message(), 3) is None
     assert ws_a.close_code == 1008
@@ -1243,8 +1315,15 @@ async def test_an_answer_before_the_body_was_read_does_not_poison_the_pool(
     # Then the next requests with a body, from the owner and from the same
     # token, reach the backend on a connection of their own
     for fetch in (
-        lambda: jp_fetch("lims", "proxy", str(backend_port), "upload", method="POST",
-                         body=b"y" * 10, raise_error=False),
+        lambda: jp_fetch(
+            "lims",
+            "proxy",
+            str(backend_port),
+            "upload",
+            method="POST",
+            body=b"y" * 10,
+            raise_error=False,
+        ),
         lambda: proxy_fetch("upload", token=token, method="POST", body=b"y" * 10),
     ):
         r = await fetch()

@@ -98,7 +98,9 @@ def _upload(url: str, token: str, size: int, timeout: float = 120) -> tuple[int,
     u = urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     conn.request(
-        "POST", u.path, body=pieces(),
+        "POST",
+        u.path,
+        body=pieces(),
         headers={"X-Proxy-Token": token, "Content-Length": str(size)},
     )
     resp = conn.getresponse()
@@ -108,10 +110,12 @@ def _upload(url: str, token: str, size: int, timeout: float = 120) -> tuple[int,
 
 
 @pytest.mark.parametrize("kind", ["bytes", "chunked"])
-async def test_1gib_download_streams(server, token, backend_port, kind):  # noqa: F811
+async def test_1gib_download_streams(server, token, backend_port, kind):
     url = f"{server}lims/proxy/{backend_port}/{kind}?n={GIB}"
     # warm up: pool, buffers and code paths allocated before the baseline
-    await asyncio.to_thread(_download, f"{server}lims/proxy/{backend_port}/{kind}?n={8 * MIB}", token)
+    await asyncio.to_thread(
+        _download, f"{server}lims/proxy/{backend_port}/{kind}?n={8 * MIB}", token
+    )
     with PeakRSS() as rss:
         status, total, _ = await asyncio.to_thread(_download, url, token)
     assert status == 200
@@ -119,7 +123,7 @@ async def test_1gib_download_streams(server, token, backend_port, kind):  # noqa
     assert rss.growth < RSS_LIMIT, f"RSS grew {rss.growth / MIB:.1f} MiB"
 
 
-async def test_256mib_upload_streams(server, token, backend_port):  # noqa: F811
+async def test_256mib_upload_streams(server, token, backend_port):
     size = 256 * MIB
     url = f"{server}lims/proxy/{backend_port}/upload"
     await asyncio.to_thread(_upload, url, token, 8 * MIB)

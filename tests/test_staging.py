@@ -23,7 +23,7 @@ from jupyter_lims_bridge.claims import DataItem
 from jupyter_lims_bridge.errors import LimsError
 from jupyter_lims_bridge.staging import DataStager
 
-from .fileserver import FileServer
+from .support.fileserver import FileServer
 
 MiB = 1024 * 1024
 CONTENT = os.urandom(3 * MiB + 123)
@@ -72,17 +72,17 @@ def make_stager(server, recorder):
     made: list[DataStager] = []
 
     def _make(**overrides) -> DataStager:
-        options = dict(
-            mounts={},
-            url_prefixes=[server.prefix],
-            max_download_bytes=64 * MiB,
-            max_concurrent=2,
-            event_logger=recorder,
-            connect_timeout=2.0,
-            read_timeout=2.0,
-            retries=2,
-            backoff=0.05,
-        )
+        options = {
+            "mounts": {},
+            "url_prefixes": [server.prefix],
+            "max_download_bytes": 64 * MiB,
+            "max_concurrent": 2,
+            "event_logger": recorder,
+            "connect_timeout": 2.0,
+            "read_timeout": 2.0,
+            "retries": 2,
+            "backoff": 0.05,
+        }
         options.update(overrides)
         stager = DataStager(**options)
         made.append(stager)
@@ -123,7 +123,9 @@ async def test_download_is_verified_and_placed(server, make_stager, data_dir, ro
     url = server.add("plate.csv", CONTENT)
     stager = make_stager()
     # When it is staged
-    [result] = await stage(stager, data_dir, root, DataItem("plate.csv", url=url, sha256=SHA, size=len(CONTENT)))
+    [result] = await stage(
+        stager, data_dir, root, DataItem("plate.csv", url=url, sha256=SHA, size=len(CONTENT))
+    )
     # Then apply answers at once with a queued job
     assert result["status"] == "queued" and result["job"]
     assert result["path"] == "ws/entry/data/plate.csv"
@@ -138,7 +140,9 @@ async def test_download_is_verified_and_placed(server, make_stager, data_dir, ro
     assert stager.jobs() == [job]
 
 
-async def test_no_partial_file_is_ever_visible_under_its_final_name(server, make_stager, data_dir, root):
+async def test_no_partial_file_is_ever_visible_under_its_final_name(
+    server, make_stager, data_dir, root
+):
     # Given a slow server
     url = server.add("slow.bin", CONTENT, delay=0.01, chunk=128 * 1024)
     stager = make_stager()
@@ -175,11 +179,15 @@ async def test_speed_is_reported_while_running(server, make_stager, data_dir, ro
 # -- integrity -----------------------------------------------------------------
 
 
-async def test_wrong_bytes_are_a_checksum_mismatch_and_leave_nothing(server, make_stager, data_dir, root, recorder):
+async def test_wrong_bytes_are_a_checksum_mismatch_and_leave_nothing(
+    server, make_stager, data_dir, root, recorder
+):
     # Given a server that sends one wrong byte
     url = server.add("bad.bin", CONTENT, corrupt=True)
     stager = make_stager()
-    [result] = await stage(stager, data_dir, root, DataItem("bad.bin", url=url, sha256=SHA, size=len(CONTENT)))
+    [result] = await stage(
+        stager, data_dir, root, DataItem("bad.bin", url=url, sha256=SHA, size=len(CONTENT))
+    )
     job = await finished(stager, result["job"])
     # Then the job fails, and neither the final nor the partial file remains
     assert (job["state"], job["reason"]) == ("failed", "checksum_mismatch")
@@ -190,14 +198,18 @@ async def test_wrong_bytes_are_a_checksum_mismatch_and_leave_nothing(server, mak
 async def test_wrong_size_is_refused_from_content_length(server, make_stager, data_dir, root):
     url = server.add("short.bin", CONTENT, delay=0.02)
     stager = make_stager()
-    [result] = await stage(stager, data_dir, root, DataItem("short.bin", url=url, size=len(CONTENT) + 1))
+    [result] = await stage(
+        stager, data_dir, root, DataItem("short.bin", url=url, size=len(CONTENT) + 1)
+    )
     job = await finished(stager, result["job"])
     assert (job["state"], job["reason"]) == ("failed", "checksum_mismatch")
     assert server.seen("short.bin")[0].body_bytes < len(CONTENT)  # it stopped reading
     assert leftovers(data_dir) == []
 
 
-async def test_a_body_longer_than_the_size_is_a_mismatch_while_streaming(server, make_stager, data_dir, root):
+async def test_a_body_longer_than_the_size_is_a_mismatch_while_streaming(
+    server, make_stager, data_dir, root
+):
     # Given a server that sends no Content-Length and more bytes than announced
     url = server.add("long.bin", CONTENT, content_length=False)
     stager = make_stager()
@@ -247,7 +259,9 @@ async def test_interrupted_download_resumes_next_time_fetching_only_the_missing_
     assert leftovers(data_dir) == ["big.bin"]
 
 
-async def test_a_cut_connection_is_retried_within_the_job_by_range(server, make_stager, data_dir, root):
+async def test_a_cut_connection_is_retried_within_the_job_by_range(
+    server, make_stager, data_dir, root
+):
     third = len(CONTENT) // 3
     url = server.add("big.bin", CONTENT, cut_after=third, cuts=2)
     stager = make_stager(retries=3)
@@ -260,7 +274,9 @@ async def test_a_cut_connection_is_retried_within_the_job_by_range(server, make_
     assert sum(r.body_bytes for r in server.seen("big.bin")) == len(CONTENT)
 
 
-async def test_a_server_without_range_support_is_fetched_whole_again(server, make_stager, data_dir, root):
+async def test_a_server_without_range_support_is_fetched_whole_again(
+    server, make_stager, data_dir, root
+):
     # Given a server that ignores Range and cuts the first transfer
     half = len(CONTENT) // 2
     url = server.add("norange.bin", CONTENT, ranges=False, cut_after=half)
@@ -278,7 +294,9 @@ async def test_a_partial_file_of_other_data_is_not_resumed(server, make_stager, 
     # Given a partial file left by a download of different data under the same name
     data_dir.mkdir(parents=True)
     (data_dir / ".x.bin.part").write_bytes(b"something else")
-    (data_dir / ".x.bin.part.json").write_text('{"url": "http://elsewhere/x", "sha256": null, "size": null}')
+    (data_dir / ".x.bin.part.json").write_text(
+        '{"url": "http://elsewhere/x", "sha256": null, "size": null}'
+    )
     url = server.add("x.bin", CONTENT)
     stager = make_stager()
     [result] = await stage(stager, data_dir, root, DataItem("x.bin", url=url, sha256=SHA))
@@ -287,7 +305,9 @@ async def test_a_partial_file_of_other_data_is_not_resumed(server, make_stager, 
     assert (data_dir / "x.bin").read_bytes() == CONTENT
 
 
-async def test_a_changed_file_on_the_server_restarts_through_if_range(server, make_stager, data_dir, root):
+async def test_a_changed_file_on_the_server_restarts_through_if_range(
+    server, make_stager, data_dir, root
+):
     # Given a partial file fetched under an ETag the server no longer has
     half = len(CONTENT) // 2
     url = server.add("v.bin", CONTENT, cut_after=half, etag='"v1"')
@@ -304,7 +324,11 @@ async def test_a_changed_file_on_the_server_restarts_through_if_range(server, ma
     assert job["state"] == "done"
     assert (data_dir / "v.bin").read_bytes() == new
     last = server.seen("v.bin")[-1]
-    assert (last.range, last.headers.get("If-Range"), last.status) == (f"bytes={half}-", '"v1"', 200)
+    assert (last.range, last.headers.get("If-Range"), last.status) == (
+        f"bytes={half}-",
+        '"v1"',
+        200,
+    )
 
 
 # -- bounds --------------------------------------------------------------------
@@ -379,7 +403,9 @@ async def test_too_large_while_streaming(server, make_stager, data_dir, root):
     assert leftovers(data_dir) == []
 
 
-async def test_a_declared_size_over_the_limit_is_refused_before_anything(server, make_stager, data_dir, root):
+async def test_a_declared_size_over_the_limit_is_refused_before_anything(
+    server, make_stager, data_dir, root
+):
     url = server.add("huge.bin", CONTENT)
     stager = make_stager(max_download_bytes=MiB)
     with pytest.raises(LimsError) as e:
@@ -389,7 +415,12 @@ async def test_a_declared_size_over_the_limit_is_refused_before_anything(server,
 
 
 async def test_concurrency_is_bounded(server, make_stager, data_dir, root):
-    items = [DataItem(f"f{i}.bin", url=server.add(f"f{i}.bin", CONTENT[:MiB], delay=0.01, chunk=64 * 1024)) for i in range(5)]
+    items = [
+        DataItem(
+            f"f{i}.bin", url=server.add(f"f{i}.bin", CONTENT[:MiB], delay=0.01, chunk=64 * 1024)
+        )
+        for i in range(5)
+    ]
     stager = make_stager(max_concurrent=2)
     results = await stage(stager, data_dir, root, *items)
     most = 0
@@ -426,9 +457,13 @@ async def test_disk_full_while_writing_fails_clearly_and_removes_the_partial(
     assert leftovers(data_dir) == []
 
 
-async def test_not_enough_free_space_is_known_before_writing(server, make_stager, data_dir, root, monkeypatch):
+async def test_not_enough_free_space_is_known_before_writing(
+    server, make_stager, data_dir, root, monkeypatch
+):
     url = server.add("full.bin", CONTENT)
-    monkeypatch.setattr(staging.download.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    monkeypatch.setattr(
+        staging.download.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})()
+    )
     stager = make_stager()
     [result] = await stage(stager, data_dir, root, DataItem("full.bin", url=url))
     job = await finished(stager, result["job"])
@@ -440,7 +475,9 @@ async def test_not_enough_free_space_is_known_before_writing(server, make_stager
 # -- what is already there -------------------------------------------------------
 
 
-async def test_reopening_a_complete_verified_file_downloads_nothing(server, make_stager, data_dir, root):
+async def test_reopening_a_complete_verified_file_downloads_nothing(
+    server, make_stager, data_dir, root
+):
     url = server.add("plate.csv", CONTENT)
     item = DataItem("plate.csv", url=url, sha256=SHA, size=len(CONTENT))
     stager = make_stager()
@@ -450,11 +487,15 @@ async def test_reopening_a_complete_verified_file_downloads_nothing(server, make
     [again] = await stage(stager, data_dir, root, item)
     [fresh] = await stage(make_stager(), data_dir, root, item)
     # Then both are done at once, with no job and no request
-    assert again == fresh == {"name": "plate.csv", "path": "ws/entry/data/plate.csv", "status": "done"}
+    assert (
+        again == fresh == {"name": "plate.csv", "path": "ws/entry/data/plate.csv", "status": "done"}
+    )
     assert len(server.seen("plate.csv")) == 1
 
 
-async def test_a_different_file_at_the_final_name_is_a_conflict_and_kept(server, make_stager, data_dir, root, recorder):
+async def test_a_different_file_at_the_final_name_is_a_conflict_and_kept(
+    server, make_stager, data_dir, root, recorder
+):
     data_dir.mkdir(parents=True)
     (data_dir / "plate.csv").write_bytes(b"my own notes")
     url = server.add("plate.csv", CONTENT)
@@ -502,7 +543,9 @@ async def test_url_not_allowed_fetches_nothing(server, make_stager, data_dir, ro
     assert leftovers(data_dir) == []
 
 
-async def test_a_redirect_must_stay_inside_the_allowed_prefixes(server, make_stager, data_dir, root):
+async def test_a_redirect_must_stay_inside_the_allowed_prefixes(
+    server, make_stager, data_dir, root
+):
     other = FileServer().start()
     try:
         other.add("x.bin", CONTENT)
@@ -530,9 +573,13 @@ async def test_a_signed_url_query_never_reaches_logs_events_or_jobs(
     with socket.socket() as s:  # a port nobody listens on: connection refused
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/files/"
-    stager = make_stager(log=logging.getLogger("test-staging"), url_prefixes=[server.prefix, closed], retries=1)
+    stager = make_stager(
+        log=logging.getLogger("test-staging"), url_prefixes=[server.prefix, closed], retries=1
+    )
     results = await stage(
-        stager, data_dir, root,
+        stager,
+        data_dir,
+        root,
         DataItem("ok.bin", url=server.url("ok.bin", "sig=TOPSECRET")),
         DataItem("bad.bin", url=server.url("bad.bin", "sig=TOPSECRET"), sha256=SHA),
         DataItem("gone.bin", url=closed + "gone.bin?sig=TOPSECRET"),
@@ -569,7 +616,9 @@ async def test_a_failed_job_can_be_retried_and_resumes(server, make_stager, data
     assert (e.value.reason, e.value.status) == ("bad_request", 409)
 
 
-async def test_close_stops_running_jobs_and_leaves_no_corrupt_file(server, make_stager, data_dir, root):
+async def test_close_stops_running_jobs_and_leaves_no_corrupt_file(
+    server, make_stager, data_dir, root
+):
     url = server.add("long.bin", CONTENT, delay=0.05, chunk=64 * 1024)
     stager = make_stager()
     [result] = await stage(stager, data_dir, root, DataItem("long.bin", url=url, sha256=SHA))

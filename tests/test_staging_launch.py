@@ -21,13 +21,12 @@ import pytest
 import requests
 
 from jupyter_lims_bridge import signing
-from tests.browser import CHROMIUM_ARGS as ARGS
-from tests.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
+from tests.support.browser import CHROMIUM_ARGS as ARGS
+from tests.support.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
     jp_asyncio_loop,
     jp_server_cleanup,
     jupyter_process,
 )
-
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("LIMS_BRIDGE_CHROMIUM", "/usr/bin/chromium")
@@ -48,18 +47,28 @@ def server_env() -> dict[str, str]:
 @pytest.fixture
 def server(tmp_path, key_pair, file_server, server_env):
     """A jupyter server with the bridge; yields (url, login token, root dir)."""
-    with jupyter_process(tmp_path, owner=OWNER, public_key=key_pair[1], base_url=BASE,
-                         data_url_prefixes=[file_server.prefix], env=server_env) as server:
+    with jupyter_process(
+        tmp_path,
+        owner=OWNER,
+        public_key=key_pair[1],
+        base_url=BASE,
+        data_url_prefixes=[file_server.prefix],
+        env=server_env,
+    ) as server:
         yield server.url, server.login, server.root
 
 
-def test_launch_page_shows_progress_and_a_failure_then_retries_and_opens(server, file_server, private_key):
+def test_launch_page_shows_progress_and_a_failure_then_retries_and_opens(
+    server, file_server, private_key
+):
     url, login, root = server
     slow = file_server.add("slow.bin", SLOW, delay=0.05, chunk=32 * 1024)  # about 1.6 s
     # a 404 fails the job at once (no retry of a missing file)
     bad = file_server.add("bad.bin", BAD, status=404)
     token = signing.make_token(
-        private_key, sub=OWNER, entity={"type": "sample", "id": "S-42", "title": "Buffer screen 3"},
+        private_key,
+        sub=OWNER,
+        entity={"type": "sample", "id": "S-42", "title": "Buffer screen 3"},
         data=[
             {"name": "slow.bin", "url": slow, "size": len(SLOW)},
             {"name": "bad.bin", "url": bad, "sha256": hashlib.sha256(BAD).hexdigest()},
@@ -104,7 +113,9 @@ def test_without_waiting_the_notebook_opens_while_data_arrives(server, file_serv
     url, login, root = server
     slow = file_server.add("slow.bin", SLOW, delay=0.1, chunk=32 * 1024)  # about 3 s
     token = signing.make_token(
-        private_key, sub=OWNER, entity={"type": "sample", "id": "S-43"},
+        private_key,
+        sub=OWNER,
+        entity={"type": "sample", "id": "S-43"},
         data=[{"name": "slow.bin", "url": slow, "sha256": hashlib.sha256(SLOW).hexdigest()}],
     )
     target = root / "lims" / "sample-S-43" / "data" / "slow.bin"
@@ -115,8 +126,9 @@ def test_without_waiting_the_notebook_opens_while_data_arrives(server, file_serv
             page.goto(f"{url}lims/open?lims_token={quote(token)}&token={login}")
             # Then the page goes on to the notebook without waiting for the download
             page.wait_for_url("**/lab/tree/lims/sample-S-43/S-43.ipynb", timeout=30000)
-            jobs = requests.get(url + "lims/api/staging", timeout=5,
-                                headers={"Authorization": f"token {login}"}).json()
+            jobs = requests.get(
+                url + "lims/api/staging", timeout=5, headers={"Authorization": f"token {login}"}
+            ).json()
             assert [j["state"] for j in jobs["jobs"]] in (["queued"], ["running"])
             assert not target.exists()
         finally:

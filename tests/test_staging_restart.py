@@ -14,10 +14,8 @@ import os
 import signal
 import time
 
-import pytest
-
 from jupyter_lims_bridge import signing
-from tests.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
+from tests.support.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
     jp_asyncio_loop,
     jp_server_cleanup,
     jupyter_process,
@@ -30,7 +28,9 @@ SHA = hashlib.sha256(CONTENT).hexdigest()
 
 def open_entry(server, private_key, url: str) -> dict:
     token = signing.make_token(
-        private_key, sub=OWNER, entity={"type": "sample", "id": "S-7"},
+        private_key,
+        sub=OWNER,
+        entity={"type": "sample", "id": "S-7"},
         data=[{"name": "big.bin", "url": url, "sha256": SHA, "size": len(CONTENT)}],
     )
     r = server.api("POST", "lims/api/open", headers={"X-Lims-Token": token})
@@ -50,7 +50,7 @@ def test_a_killed_server_leaves_no_corrupt_file_and_resumes(tmp_path, key_pair, 
     url = file_server.add("big.bin", CONTENT, delay=0.05, chunk=64 * 1024)  # about 3 s
     data = tmp_path / "root" / "lims" / "sample-S-7" / "data"
     final, partial = data / "big.bin", data / ".big.bin.part"
-    options = dict(owner=OWNER, public_key=key_pair[1], data_url_prefixes=[file_server.prefix])
+    options = {"owner": OWNER, "public_key": key_pair[1], "data_url_prefixes": [file_server.prefix]}
 
     with jupyter_process(tmp_path, **options) as server:
         item = open_entry(server, key_pair[0], url)
@@ -66,8 +66,11 @@ def test_a_killed_server_leaves_no_corrupt_file_and_resumes(tmp_path, key_pair, 
     with jupyter_process(tmp_path, **options) as server:
         item = open_entry(server, key_pair[0], url)
         job = item["job"]
-        wait_for(lambda: server.api("GET", f"lims/api/staging/{job}").json()["state"]
-                 in ("done", "failed"))
+        wait_for(
+            lambda: (
+                server.api("GET", f"lims/api/staging/{job}").json()["state"] in ("done", "failed")
+            )
+        )
         assert server.api("GET", f"lims/api/staging/{job}").json()["state"] == "done"
     assert final.read_bytes() == CONTENT
     assert not partial.exists()

@@ -14,7 +14,7 @@ def test_updates_from_many_threads_are_all_kept(tmp_path):
 
     def bump(name: str) -> None:
         for i in range(50):
-            update_private_json(path, lambda d: d.setdefault(f"{name}-{i}", i) == i)
+            update_private_json(path, lambda d, i=i: d.setdefault(f"{name}-{i}", i) == i)
 
     threads = [threading.Thread(target=bump, args=(n,)) for n in "abcd"]
     for t in threads:

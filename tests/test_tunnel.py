@@ -84,8 +84,10 @@ def test_fragments_add_up_and_control_frames_in_between_do_not_count():
 @pytest.mark.parametrize("masked", [False, True])
 def test_close_code_is_seen(masked):
     scanner = FrameScanner(limit=10)
-    scanner.feed(frame(b"hi", masked=masked) + frame((4001).to_bytes(2, "big") + b"bye",
-                                                      opcode=0x8, masked=masked))
+    scanner.feed(
+        frame(b"hi", masked=masked)
+        + frame((4001).to_bytes(2, "big") + b"bye", opcode=0x8, masked=masked)
+    )
     assert scanner.close_code == 4001
 
 
@@ -142,8 +144,11 @@ def test_control_frame_rules_and_reserved_opcodes(bad):
 
 
 def test_control_frames_within_the_rules_pass():
-    stream = (frame(b"p" * 125, opcode=0x9) + frame(b"", opcode=0xA)
-              + frame((1000).to_bytes(2, "big") + b"r" * 123, opcode=0x8))
+    stream = (
+        frame(b"p" * 125, opcode=0x9)
+        + frame(b"", opcode=0xA)
+        + frame((1000).to_bytes(2, "big") + b"r" * 123, opcode=0x8)
+    )
     scanner = FrameScanner(limit=10)
     out, violation = scanner.feed(stream)
     assert violation == 0 and bytes(out) == stream

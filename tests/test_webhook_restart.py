@@ -26,12 +26,12 @@ import pytest
 import websocket
 
 from jupyter_lims_bridge import signing
-from tests.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
+from tests.support.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
     jp_asyncio_loop,
     jp_server_cleanup,
     jupyter_process,
 )
-from tests.webhook_receiver import WebhookReceiver
+from tests.support.webhook_receiver import WebhookReceiver
 
 OWNER = "alice"
 HERE = Path(__file__).parent
@@ -47,8 +47,11 @@ def free_port() -> int:
 @pytest.fixture
 def backend_port():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "proxy_backend.py"), str(port)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "support" / "proxy_backend.py"), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "ready"
     yield port
     proc.terminate()
@@ -84,7 +87,7 @@ def test_queued_events_and_an_open_session_arrive_after_a_restart(
         "LIMS_BRIDGE_EVENT_WEBHOOK_RETRY_MAX": "0.2",
         "LIMS_BRIDGE_ALLOWED_PORTS": str(backend_port),
     }
-    options = dict(owner=OWNER, public_key=key_pair[1], data_url_prefixes=[], env=env)
+    options = {"owner": OWNER, "public_key": key_pair[1], "data_url_prefixes": [], "env": env}
     open_token = signing.make_token(key_pair[0], sub=OWNER, entity={"type": "sample", "id": "S-9"})
 
     with jupyter_process(tmp_path, **options) as server:
@@ -93,7 +96,8 @@ def test_queued_events_and_an_open_session_arrive_after_a_restart(
         proxy_token = server.api("POST", "lims/api/tokens", json={"name": "ws"}).json()["token"]
         ws = websocket.create_connection(
             f"ws{server.url[4:]}lims/proxy/{backend_port}/ws",
-            header=[f"X-Proxy-Token: {proxy_token}"], timeout=10,
+            header=[f"X-Proxy-Token: {proxy_token}"],
+            timeout=10,
         )
         ws.send("hi")
         assert ws.recv() == "hi"
@@ -114,7 +118,10 @@ def test_queued_events_and_an_open_session_arrive_after_a_restart(
     session = {"port": backend_port, "path": f"/lims/proxy/{backend_port}/ws", "via": "token"}
     assert started.payload["type"] == ended.payload["type"] == "proxy_session"
     assert started.payload["data"] == {"action": "started", **session}
-    assert {k: ended.payload["data"][k] for k in ("action", *session)} == {"action": "ended", **session}
+    assert {k: ended.payload["data"][k] for k in ("action", *session)} == {
+        "action": "ended",
+        **session,
+    }
     if stop == signal.SIGKILL:
         # nothing ran at exit: the second server ended it
         assert ended.payload["data"]["reason"] == "server_stopped"
@@ -134,17 +141,24 @@ BAD_SECRET = "whsec_" + base64.b64encode(b"only-sixteen-byt").decode()
 @pytest.mark.parametrize(
     "env,message",
     [
-        ({"LIMS_BRIDGE_EVENT_WEBHOOK_URL": "https://lims.example.org/hook"},
-         "event_webhook_url is set but event_webhook_secret is empty"),
-        ({"LIMS_BRIDGE_EVENT_WEBHOOK_URL": "https://lims.example.org/hook",
-          "LIMS_BRIDGE_EVENT_WEBHOOK_SECRET": BAD_SECRET},
-         "LIMS_BRIDGE_EVENT_WEBHOOK_SECRET: event_webhook_secret must hold at least 24 bytes of key, not 16"),
+        (
+            {"LIMS_BRIDGE_EVENT_WEBHOOK_URL": "https://lims.example.org/hook"},
+            "event_webhook_url is set but event_webhook_secret is empty",
+        ),
+        (
+            {
+                "LIMS_BRIDGE_EVENT_WEBHOOK_URL": "https://lims.example.org/hook",
+                "LIMS_BRIDGE_EVENT_WEBHOOK_SECRET": BAD_SECRET,
+            },
+            "LIMS_BRIDGE_EVENT_WEBHOOK_SECRET: event_webhook_secret must hold at least 24 bytes of key, not 16",
+        ),
     ],
     ids=["no-secret", "short-secret"],
 )
 def test_bad_webhook_settings_are_refused_at_start_up(tmp_path, key_pair, env, message):
-    with jupyter_process(tmp_path, owner=OWNER, public_key=key_pair[1], data_url_prefixes=[],
-                         env=env) as server:
+    with jupyter_process(
+        tmp_path, owner=OWNER, public_key=key_pair[1], data_url_prefixes=[], env=env
+    ) as server:
         # Jupyter runs on without the bridge, and its log says why (not the secret)
         assert server.api("GET", "lims/api/status").status_code == 404
         log = (tmp_path / "server.log").read_text()

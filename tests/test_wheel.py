@@ -39,10 +39,18 @@ pytestmark = [
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     # the fresh venv must see nothing of the test run's own environment
-    for name in ("PYTHONPATH", "VIRTUAL_ENV", "JUPYTER_PATH", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR"):
+    for name in (
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "JUPYTER_PATH",
+        "JUPYTER_CONFIG_DIR",
+        "JUPYTER_DATA_DIR",
+    ):
         env.pop(name, None)
     result = subprocess.run(args, capture_output=True, text=True, env=env, **kwargs)
-    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -65,7 +73,9 @@ def test_the_wheel_contains_the_prebuilt_labextension(wheel: Path):
     assert f"{share}/package.json" in names
     assert f"{share}/install.json" in names
     assert f"{share}/schemas/{NAME}/plugin.json" in names
-    assert any(re.fullmatch(rf"{re.escape(share)}/static/remoteEntry\.[0-9a-f]+\.js", n) for n in names)
+    assert any(
+        re.fullmatch(rf"{re.escape(share)}/static/remoteEntry\.[0-9a-f]+\.js", n) for n in names
+    )
     # the server extension enables itself
     assert f"{data}/etc/jupyter/jupyter_server_config.d/jupyter_lims_bridge.json" in names
     # and no sources or node packages ride along
@@ -77,7 +87,11 @@ def test_the_wheel_carries_the_hub_sides_pages_and_script(wheel: Path):
     for page in ("lims_hub_launch.html", "lims_hub_error.html", "lims_hub_start.html"):
         assert f"jupyter_lims_bridge/hub/templates/{page}" in names
     assert "jupyter_lims_bridge/hub/static/hub-login.js" in names
-    metadata = zipfile.ZipFile(wheel).read(f"jupyter_lims_bridge-{__version__}.dist-info/METADATA").decode()
+    metadata = (
+        zipfile.ZipFile(wheel)
+        .read(f"jupyter_lims_bridge-{__version__}.dist-info/METADATA")
+        .decode()
+    )
     assert "Provides-Extra: hub" in metadata
 
 

@@ -71,7 +71,7 @@ import pytest
 import requests
 
 from jupyter_lims_bridge import signing
-from tests.browser import CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -178,7 +178,7 @@ c.Spawner.pre_spawn_hook = pre_spawn_hook
 # loaded as z2jh loads hub.extraConfig (exec in this file's namespace, `c` in it).
 # The harness keeps its own pre-spawn work (env.json, JupyterLab settings) and lets
 # tests switch LimsSpawnHook.on_error through lims.json, then runs the deploy's hook.
-LIMS_HUB_CONFIG = r'''
+LIMS_HUB_CONFIG = r"""
 
 DEPLOY_CONFIG = {deploy_config!r}
 exec(compile(Path(DEPLOY_CONFIG).read_text(), DEPLOY_CONFIG, "exec"))
@@ -198,7 +198,7 @@ async def lims_pre_spawn_hook(spawner):
 
 
 c.Spawner.pre_spawn_hook = lims_pre_spawn_hook
-'''
+"""
 
 
 class LimsStandIn:
@@ -222,9 +222,15 @@ class LimsStandIn:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 auth = self.headers.get("Authorization")
-                prefix, _, rest = self.path.partition("/api/jupyter/users/")
+                _prefix, _, rest = self.path.partition("/api/jupyter/users/")
                 name = urllib.parse.unquote(rest.rsplit("/mounts", 1)[0])
-                stand_in.requests.append({"path": self.path, "user": name, "authorized": auth == f"Bearer {stand_in.service_token}"})
+                stand_in.requests.append(
+                    {
+                        "path": self.path,
+                        "user": name,
+                        "authorized": auth == f"Bearer {stand_in.service_token}",
+                    }
+                )
                 if auth != f"Bearer {stand_in.service_token}":
                     status, body = 401, {"error": "unauthorized"}
                 else:
@@ -275,7 +281,7 @@ class Hub:
 
     password = "e2e-shared-password"
 
-    def __init__(self, root: Path, chp: str, lims: "LimsStandIn | None" = None) -> None:
+    def __init__(self, root: Path, chp: str, lims: LimsStandIn | None = None) -> None:
         self.root = root
         self.chp = chp
         #: with a LIMS stand-in the hub runs deploy/hub_config.py (LimsAuthenticator +
@@ -319,24 +325,24 @@ class Hub:
         (self.mount_dir / "2026" / "S-42" / "raw" / "run1.csv").write_text("a,b\n1,2\n")
         self._write_env()
         config = self.root / "jupyterhub_config.py"
-        text = (
-            HUB_CONFIG.format(
-                root=str(self.root),
-                port=self.port,
-                hub_port=free_port(),
-                proxy_api_port=free_port(),
-                chp=self.chp,
-                password=self.password,
-                api_token=self.api_token,
-                singleuser=str(VENV_BIN / "jupyterhub-singleuser"),
-                spawn_timeout=int(SPAWN_TIMEOUT),
-            )
+        text = HUB_CONFIG.format(
+            root=str(self.root),
+            port=self.port,
+            hub_port=free_port(),
+            proxy_api_port=free_port(),
+            chp=self.chp,
+            password=self.password,
+            api_token=self.api_token,
+            singleuser=str(VENV_BIN / "jupyterhub-singleuser"),
+            spawn_timeout=int(SPAWN_TIMEOUT),
         )
         if self.lims is not None:
             text += LIMS_HUB_CONFIG.format(deploy_config=str(DEPLOY_HUB_CONFIG))
         config.write_text(text)
         env = dict(os.environ)
-        env["PATH"] = f"{VENV_BIN}{os.pathsep}{Path(self.chp).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["PATH"] = (
+            f"{VENV_BIN}{os.pathsep}{Path(self.chp).parent}{os.pathsep}{env.get('PATH', '')}"
+        )
         # the hub's own configuration must not leak in from the developer's machine
         for name in list(env):
             if name.startswith(("JUPYTERHUB_", "LIMS_BRIDGE_", "LIMS_HUB_", "JUPYTER_")):
@@ -364,14 +370,18 @@ class Hub:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"jupyterhub exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
                 if requests.get(self.api_url, timeout=2).status_code == 200:
                     return
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"jupyterhub did not answer in {START_TIMEOUT} s:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"jupyterhub did not answer in {START_TIMEOUT} s:\n{self.log_tail()}"
+                )
             time.sleep(0.2)
 
     def _server_pids(self) -> list[int]:
@@ -442,7 +452,9 @@ class Hub:
         except OSError:
             return ""
         blocks = text.split("\n[")
-        return "\n[".join(b for b in blocks if "jupyter_lims_bridge" in b and ("error" in b or "Traceback" in b))
+        return "\n[".join(
+            b for b in blocks if "jupyter_lims_bridge" in b and ("error" in b or "Traceback" in b)
+        )
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -480,7 +492,12 @@ class Hub:
         (``signing.make_claims`` arguments; ``entity`` has a default)."""
         claims.setdefault(
             "entity",
-            {"type": "sample", "id": "S-1", "title": "Sample 1", "url": "https://eln.example.org/samples/S-1"},
+            {
+                "type": "sample",
+                "id": "S-1",
+                "title": "Sample 1",
+                "url": "https://eln.example.org/samples/S-1",
+            },
         )
         return signing.make_token(self.private_key, sub=sub, **claims)
 
@@ -513,12 +530,16 @@ class Hub:
         self._sessions[f"{name}-{id(session)}"] = session
         return session
 
-    def lims_login(self, token: str, next_url: str | None = None) -> tuple[requests.Session, requests.Response]:
+    def lims_login(
+        self, token: str, next_url: str | None = None
+    ) -> tuple[requests.Session, requests.Response]:
         """What the launch page does, without a browser (``lims_hub`` only): load
         ``/hub/login?next=…`` (its ``_xsrf`` cookie), then POST the token to
         ``/hub/lims/login``. Returns the session and the POST's response."""
         session = requests.Session()
-        next_url = next_url or "/hub/user-redirect/lims/open?" + urllib.parse.urlencode({"lims_token": token})
+        next_url = next_url or "/hub/user-redirect/lims/open?" + urllib.parse.urlencode(
+            {"lims_token": token}
+        )
         r = session.get(self.url + "hub/login", params={"next": next_url}, timeout=10)
         xsrf = session.cookies.get("_xsrf", path="/hub/")
         r = session.post(
@@ -584,7 +605,9 @@ class Hub:
         deadline = time.monotonic() + timeout
         while not self.server_ready(name):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{name}'s server not ready in {timeout} s:\n{self.log_tail()}")
+                raise AssertionError(
+                    f"{name}'s server not ready in {timeout} s:\n{self.log_tail()}"
+                )
             time.sleep(0.3)
         errors = self.extension_errors()
         if errors:
@@ -717,7 +740,9 @@ def _page(browser: Any, request: Any, hub: Hub) -> Iterator[Any]:
     console: list[str] = []
     page.on("console", lambda m: console.append(f"console.{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-    page.on("response", lambda r: console.append(f"{r.status} {r.request.method} {_no_token(r.url)}"))
+    page.on(
+        "response", lambda r: console.append(f"{r.status} {r.request.method} {_no_token(r.url)}")
+    )
     try:
         yield page
     finally:
@@ -729,7 +754,7 @@ def _page(browser: Any, request: Any, hub: Hub) -> Iterator[Any]:
                 page.screenshot(path=str(stem.with_suffix(".png")))
             except Exception:  # the page may be gone; the log still helps
                 pass
-            lines = console + [f"url: {_no_token(page.url)}", hub.extension_errors()]
+            lines = [*console, f"url: {_no_token(page.url)}", hub.extension_errors()]
             stem.with_suffix(".log").write_text("\n".join(lines))
         context.close()
 

@@ -27,8 +27,12 @@ LAB_TIMEOUT = 60_000  # ms: a first spawn plus JupyterLab's first load on a busy
 
 
 def entity(entity_id: str) -> dict[str, str]:
-    return {"type": "sample", "id": entity_id, "title": f"Sample {entity_id}",
-            "url": f"https://eln.example.org/samples/{entity_id}"}
+    return {
+        "type": "sample",
+        "id": entity_id,
+        "title": f"Sample {entity_id}",
+        "url": f"https://eln.example.org/samples/{entity_id}",
+    }
 
 
 def wait_for_url(hub, page, pattern: re.Pattern[str]) -> None:
@@ -64,7 +68,9 @@ def test_a_browser_never_logged_in_follows_a_deep_link_into_the_notebook_with_li
 ):
     # Given the LIMS says alice's server mounts her archive (a host path here: the
     # local spawner can mount nothing) and the ELN links an entry with data in it
-    lims_stand_in.answers["alice"] = {"mounts": [{"name": "archive", "hostPath": str(lims_hub.mount_dir)}]}
+    lims_stand_in.answers["alice"] = {
+        "mounts": [{"name": "archive", "hostPath": str(lims_hub.mount_dir)}]
+    }
     link = lims_hub.deep_link(
         "alice",
         entity=entity("S-300"),
@@ -76,10 +82,14 @@ def test_a_browser_never_logged_in_follows_a_deep_link_into_the_notebook_with_li
     lims_page.goto(link)
 
     # Then it lands in JupyterLab on the entry's notebook, with no login form on the way
-    wait_for_url(lims_hub, lims_page, re.compile(r"/user/alice/lab/tree/lims/sample-S-300/S-300\.ipynb$"))
+    wait_for_url(
+        lims_hub, lims_page, re.compile(r"/user/alice/lab/tree/lims/sample-S-300/S-300\.ipynb$")
+    )
     tab = lims_page.locator("#jp-main-dock-panel .lm-TabBar-tab", has_text="S-300.ipynb")
     tab.wait_for(state="visible", timeout=LAB_TIMEOUT)
-    heading = lims_page.locator(".jp-NotebookPanel .jp-RenderedMarkdown h1", has_text="Sample S-300")
+    heading = lims_page.locator(
+        ".jp-NotebookPanel .jp-RenderedMarkdown h1", has_text="Sample S-300"
+    )
     heading.wait_for(state="visible", timeout=LAB_TIMEOUT)
     lims_page.screenshot(path=str(artifacts / "e2e-hub-lims-login-notebook.png"))
     # the hub asked the LIMS with its service token, and the server got the mount
@@ -88,7 +98,9 @@ def test_a_browser_never_logged_in_follows_a_deep_link_into_the_notebook_with_li
     ]
     env = lims_hub.server_env("alice")
     assert json.loads(env["LIMS_BRIDGE_DATA_MOUNTS"]) == {"archive": str(lims_hub.mount_dir)}
-    assert "LIMS_HUB_SERVICE_TOKEN" not in env and lims_stand_in.service_token not in json.dumps(env)
+    assert "LIMS_HUB_SERVICE_TOKEN" not in env and lims_stand_in.service_token not in json.dumps(
+        env
+    )
     # and linked the entry's data from it into the workspace
     link_path = lims_hub.home("alice") / "lims" / "sample-S-300" / "data" / "raw"
     assert link_path.is_symlink()
@@ -97,7 +109,9 @@ def test_a_browser_never_logged_in_follows_a_deep_link_into_the_notebook_with_li
     assert_token_only_in_request_lines(lims_hub, token)
 
 
-def test_a_replayed_login_token_from_a_second_fresh_browser_is_refused(lims_hub, lims_page, artifacts):
+def test_a_replayed_login_token_from_a_second_fresh_browser_is_refused(
+    lims_hub, lims_page, artifacts
+):
     # Given carol's link was used to log in once (the launch page's POST)
     token = lims_hub.token("carol", entity=entity("S-301"))
     _, first = lims_hub.lims_login(token)
@@ -105,7 +119,9 @@ def test_a_replayed_login_token_from_a_second_fresh_browser_is_refused(lims_hub,
     assert first.json()["next"].startswith("/hub/user-redirect/lims/open?")
 
     # When another browser, never logged in, follows the same link
-    lims_page.goto(lims_hub.user_redirect_url + "lims/open?" + urllib.parse.urlencode({"lims_token": token}))
+    lims_page.goto(
+        lims_hub.user_redirect_url + "lims/open?" + urllib.parse.urlencode({"lims_token": token})
+    )
 
     # Then its login is refused as replayed, and it stays logged out
     error = lims_page.locator("#lims-error")
@@ -125,7 +141,9 @@ def test_a_replayed_login_token_from_a_second_fresh_browser_is_refused(lims_hub,
 def test_a_hostile_next_lands_on_the_hub_home(lims_hub, lims_page):
     # Given a valid token, inside a next that points elsewhere
     token = lims_hub.token("dave", entity=entity("S-302"))
-    hostile = "//evil.example/hub/user-redirect/lims/open?" + urllib.parse.urlencode({"lims_token": token})
+    hostile = "//evil.example/hub/user-redirect/lims/open?" + urllib.parse.urlencode(
+        {"lims_token": token}
+    )
 
     # When a fresh browser opens the login page with it
     lims_page.goto(login_page_url(lims_hub, hostile))
@@ -134,15 +152,18 @@ def test_a_hostile_next_lands_on_the_hub_home(lims_hub, lims_page):
     wait_for_url(lims_hub, lims_page, re.compile(r"^http://127\.0\.0\.1:\d+/hub/home$"))
 
 
-@pytest.mark.parametrize("hostile", [
-    "///evil.example/hub/user-redirect/lims/open?lims_token=T",
-    "\\\\evil.example/hub/user-redirect/lims/open?lims_token=T",
-    "/\\evil.example/hub/user-redirect/lims/open?lims_token=T",
-    "https://evil.example/hub/user-redirect/lims/open?lims_token=T",
-    "/%2F%2Fevil.example/hub/user-redirect/lims/open?lims_token=T",
-    "/user/mallory/lims/open?lims_token=T",
-    "/hub/admin?lims_token=T",
-])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "///evil.example/hub/user-redirect/lims/open?lims_token=T",
+        "\\\\evil.example/hub/user-redirect/lims/open?lims_token=T",
+        "/\\evil.example/hub/user-redirect/lims/open?lims_token=T",
+        "https://evil.example/hub/user-redirect/lims/open?lims_token=T",
+        "/%2F%2Fevil.example/hub/user-redirect/lims/open?lims_token=T",
+        "/user/mallory/lims/open?lims_token=T",
+        "/hub/admin?lims_token=T",
+    ],
+)
 def test_every_hostile_next_gets_the_hub_home_from_the_login_endpoint(lims_hub, hostile):
     token = lims_hub.token("erin", entity=entity("S-303"))
     _, r = lims_hub.lims_login(token, next_url=hostile.replace("T", token))
@@ -163,7 +184,9 @@ def test_a_plain_form_post_is_redirected_to_next_or_shown_the_error_page(lims_hu
     other = requests.Session()
     other.get(login_page_url(lims_hub, link), timeout=10)
     form["_xsrf"] = other.cookies.get("_xsrf", path="/hub/")
-    again = other.post(lims_hub.url + "hub/lims/login", data=form, allow_redirects=False, timeout=30)
+    again = other.post(
+        lims_hub.url + "hub/lims/login", data=form, allow_redirects=False, timeout=30
+    )
     assert again.status_code == 401 and 'data-reason="token_replayed"' in again.text
     assert token not in again.text
 
@@ -185,14 +208,19 @@ def test_the_login_page_without_a_token_says_to_start_from_the_eln(lims_hub):
     assert 'name="password"' not in r.text
 
 
-@pytest.mark.parametrize("claims, reason, status", [
-    (dict(lifetime=-120), "token_expired", 401),
-    (dict(audience="another-app"), "wrong_audience", 401),
-    (dict(sub="Frank"), "wrong_user", 403),
-])
+@pytest.mark.parametrize(
+    "claims, reason, status",
+    [
+        ({"lifetime": -120}, "token_expired", 401),
+        ({"audience": "another-app"}, "wrong_audience", 401),
+        ({"sub": "Frank"}, "wrong_user", 403),
+    ],
+)
 def test_a_bad_token_gets_a_readable_error_page_without_the_token(lims_hub, claims, reason, status):
     token = lims_hub.token(claims.pop("sub", "frank"), entity=entity("S-305"), **claims)
-    r = requests.get(login_page_url(lims_hub, "/hub/user-redirect/lims/open?lims_token=" + token), timeout=10)
+    r = requests.get(
+        login_page_url(lims_hub, "/hub/user-redirect/lims/open?lims_token=" + token), timeout=10
+    )
     assert r.status_code == status
     assert f'data-reason="{reason}"' in r.text and "This link cannot sign you in" in r.text
     assert token not in r.text
@@ -204,7 +232,9 @@ def test_a_token_signed_by_another_key_is_refused(lims_hub):
 
     other = signing.load_private_key(signing.generate_key_pair()[0])
     token = signing.make_token(other, sub="frank", entity=entity("S-306"))
-    r = requests.get(login_page_url(lims_hub, "/hub/user-redirect/lims/open?lims_token=" + token), timeout=10)
+    r = requests.get(
+        login_page_url(lims_hub, "/hub/user-redirect/lims/open?lims_token=" + token), timeout=10
+    )
     assert (r.status_code, 'data-reason="token_invalid"' in r.text) == (401, True)
     _, post = lims_hub.lims_login(token)
     assert (post.status_code, post.json()["reason"]) == (401, "token_invalid")
@@ -214,7 +244,9 @@ def test_the_launch_page_uses_nothing_up(lims_hub):
     # link previewers fetch the page without running its script, as often as they like
     token = lims_hub.token("gina", entity=entity("S-307"))
     for _ in range(3):
-        r = requests.get(login_page_url(lims_hub, "/hub/user-redirect/lims/open?lims_token=" + token), timeout=10)
+        r = requests.get(
+            login_page_url(lims_hub, "/hub/user-redirect/lims/open?lims_token=" + token), timeout=10
+        )
         assert r.status_code == 200 and 'id="lims-hub-login"' in r.text
         assert r.headers["Cache-Control"] == "no-store"
     _, post = lims_hub.lims_login(token)
@@ -246,7 +278,10 @@ def spawn_and_wait(hub, session, name: str, timeout: float = 60) -> dict:
     last: dict = {}
     with session.get(
         hub.api_url + f"users/{name}/server/progress",
-        headers={"Accept": "text/event-stream", "X-XSRFToken": session.cookies.get("_xsrf", path="/hub/") or ""},
+        headers={
+            "Accept": "text/event-stream",
+            "X-XSRFToken": session.cookies.get("_xsrf", path="/hub/") or "",
+        },
         stream=True,
         timeout=timeout,
     ) as r:
@@ -282,7 +317,9 @@ def test_lims_down_with_on_error_fail_shows_the_user_a_clear_spawn_failure(lims_
 
 def test_lims_down_with_on_error_continue_spawns_without_lims_mounts(lims_hub, lims_stand_in):
     (lims_hub.root / "lims.json").write_text(json.dumps({"on_error": "continue"}))
-    lims_stand_in.answers["ivan"] = {"mounts": [{"name": "archive", "hostPath": str(lims_hub.mount_dir)}]}
+    lims_stand_in.answers["ivan"] = {
+        "mounts": [{"name": "archive", "hostPath": str(lims_hub.mount_dir)}]
+    }
     lims_stand_in.down()
     try:
         session, r = lims_hub.lims_login(lims_hub.token("ivan", entity=entity("S-310")))

@@ -40,9 +40,7 @@ def wait_for_url(hub, page, pattern: re.Pattern[str]) -> None:
     except PlaywrightTimeout:
         where = page.url.split("lims_token=")[0]
         text = page.locator("body").inner_text()[:500]
-        raise AssertionError(
-            f"stopped at {where}: {text}\n{hub.extension_errors()}"
-        ) from None
+        raise AssertionError(f"stopped at {where}: {text}\n{hub.extension_errors()}") from None
 
 
 def notebooks_under(home: Path) -> list[str]:
@@ -62,7 +60,9 @@ def test_deep_link_in_browser_opens_the_notebook_in_jupyterlab(hub, page, artifa
     wait_for_url(hub, page, re.compile(r"/user/alice/lab/tree/lims/sample-S-100/S-100\.ipynb$"))
     tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab", has_text="S-100.ipynb")
     tab.wait_for(state="visible", timeout=LAB_TIMEOUT)
-    heading = page.locator(".jp-NotebookPanel .jp-RenderedMarkdown h1", has_text="Buffer screen 100")
+    heading = page.locator(
+        ".jp-NotebookPanel .jp-RenderedMarkdown h1", has_text="Buffer screen 100"
+    )
     heading.wait_for(state="visible", timeout=LAB_TIMEOUT)
     page.screenshot(path=str(artifacts / "e2e-hub-open-notebook.png"))
     # and the notebook is in her home, under the workspace
@@ -133,7 +133,10 @@ def test_browser_replay_of_a_used_link_goes_to_the_same_notebook(hub, page):
     notebook = hub.home("alice") / "lims" / "sample-S-400" / "S-400.ipynb"
     first = notebook.read_bytes()
     opens = []
-    page.on("request", lambda r: opens.append(r) if r.method == "POST" and "/lims/api/open" in r.url else None)
+    page.on(
+        "request",
+        lambda r: opens.append(r) if r.method == "POST" and "/lims/api/open" in r.url else None,
+    )
 
     # When she follows the same (now used) link again
     page.goto(link)
@@ -191,7 +194,9 @@ def test_the_owners_session_reads_status_configured_by_the_spawner(hub):
 
     # When she asks the bridge for its status, and an anonymous client does the same
     mine = session.get(hub.user_url("alice") + "lims/api/status", timeout=10)
-    anonymous = requests.get(hub.user_url("alice") + "lims/api/status", timeout=10, allow_redirects=False)
+    anonymous = requests.get(
+        hub.user_url("alice") + "lims/api/status", timeout=10, allow_redirects=False
+    )
 
     # Then she sees the configuration the spawner gave through LIMS_BRIDGE_* variables
     assert mine.status_code == 200, mine.text
@@ -219,7 +224,9 @@ def test_deep_link_with_data_waits_for_the_download_then_opens(hub, page):
     hub.browser_login(page, "alice")
     link = hub.deep_link("alice", entity=entity("S-700", "Plate with data"), data=data)
     staging = []
-    page.on("response", lambda r: staging.append(r.status) if "/lims/api/staging" in r.url else None)
+    page.on(
+        "response", lambda r: staging.append(r.status) if "/lims/api/staging" in r.url else None
+    )
 
     # When alice follows the link
     page.goto(link)

@@ -23,7 +23,7 @@ import requests
 
 pytestmark = pytest.mark.e2e
 
-BACKEND = Path(__file__).resolve().parents[1] / "proxy_backend.py"
+BACKEND = Path(__file__).resolve().parents[1] / "support" / "proxy_backend.py"
 USER = "alice"
 
 
@@ -66,10 +66,15 @@ def proxy_token(hub, backend) -> str:
 
 def test_token_alone_reaches_the_service(hub, backend, proxy_token):
     url = hub.user_url(USER) + f"lims/proxy/{backend}/echo/x?y=1"
-    forged = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https",
-              "Forwarded": "host=evil.example", "X-Real-Ip": "10.6.6.6"}
-    r = requests.get(url, headers={"X-Proxy-Token": proxy_token, **forged}, timeout=30,
-                     allow_redirects=False)
+    forged = {
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "https",
+        "Forwarded": "host=evil.example",
+        "X-Real-Ip": "10.6.6.6",
+    }
+    r = requests.get(
+        url, headers={"X-Proxy-Token": proxy_token, **forged}, timeout=30, allow_redirects=False
+    )
     assert r.status_code == 200, r.text
     echo = r.json()
     assert echo["path"] == "/echo/x" and echo["query"] == "y=1"
@@ -83,8 +88,9 @@ def test_token_alone_reaches_the_service(hub, backend, proxy_token):
 
 
 def test_without_token_401(hub, backend, proxy_token):
-    r = requests.get(hub.user_url(USER) + f"lims/proxy/{backend}/echo", timeout=30,
-                     allow_redirects=False)
+    r = requests.get(
+        hub.user_url(USER) + f"lims/proxy/{backend}/echo", timeout=30, allow_redirects=False
+    )
     assert r.status_code == 401
     assert r.json()["reason"] == "token_missing"
 
@@ -92,9 +98,15 @@ def test_without_token_401(hub, backend, proxy_token):
 def test_port_outside_the_list_403(hub, backend, proxy_token):
     outside = hub.allowed_ports[-1] + 100
     # the token is scoped to the backend's port: a valid token learns the refusal
-    for port in (outside, hub.allowed_ports[-1] if hub.allowed_ports[-1] != backend else backend - 1):
-        r = requests.get(hub.user_url(USER) + f"lims/proxy/{port}/echo",
-                         headers={"X-Proxy-Token": proxy_token}, timeout=30)
+    for port in (
+        outside,
+        hub.allowed_ports[-1] if hub.allowed_ports[-1] != backend else backend - 1,
+    ):
+        r = requests.get(
+            hub.user_url(USER) + f"lims/proxy/{port}/echo",
+            headers={"X-Proxy-Token": proxy_token},
+            timeout=30,
+        )
         assert r.status_code == 403, (port, r.text)
         assert r.json()["reason"] == "port_not_allowed"
 
@@ -148,8 +160,9 @@ def test_guesses_are_limited_whatever_address_the_client_claims(hub, backend, pr
         forged = {"X-Real-Ip": f"10.1.0.{i}", "X-Forwarded-For": f"10.2.0.{i}"}
         r = requests.get(url, headers={"X-Proxy-Token": f"jlb_guess{i}", **forged}, timeout=30)
         assert (r.status_code, r.json()["reason"]) == (401, "token_invalid")
-    r = requests.get(url, headers={"X-Proxy-Token": "jlb_guess", "X-Real-Ip": "10.9.9.9"},
-                     timeout=30)
+    r = requests.get(
+        url, headers={"X-Proxy-Token": "jlb_guess", "X-Real-Ip": "10.9.9.9"}, timeout=30
+    )
     assert (r.status_code, r.json()["reason"]) == (429, "too_many_attempts")
     # a valid token from that very address still passes (issue #9, item 7)
     r = requests.get(url, headers={"X-Proxy-Token": proxy_token}, timeout=30)

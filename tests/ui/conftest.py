@@ -25,15 +25,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 
 from jupyter_lims_bridge import signing
-from tests.browser import CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / "jupyter_lims_bridge" / "labextension"
@@ -67,7 +68,7 @@ def _free_port() -> int:
 class _Backend(http.server.BaseHTTPRequestHandler):
     """The user's service: answers every GET with a fixed body."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(BACKEND_BODY)))
@@ -176,14 +177,18 @@ def lab(tmp_path_factory, backend) -> Iterator[Lab]:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise RuntimeError("jupyter lab exited:\n" + (tmp / "jupyter.log").read_text()[-3000:])
+                raise RuntimeError(
+                    "jupyter lab exited:\n" + (tmp / "jupyter.log").read_text()[-3000:]
+                )
             try:
                 if requests.get(url + "api/status", params={"token": token}, timeout=2).ok:
                     break
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("jupyter lab did not start:\n" + (tmp / "jupyter.log").read_text()[-3000:])
+                raise RuntimeError(
+                    "jupyter lab did not start:\n" + (tmp / "jupyter.log").read_text()[-3000:]
+                )
             time.sleep(0.3)
         yield Lab(url, token, backend, signing.load_private_key(private_pem), root_dir)
     finally:

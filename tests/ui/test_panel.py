@@ -47,8 +47,12 @@ def open_panel(page: Page) -> None:
 
 def set_theme(page: Page, dark: bool) -> None:
     theme = "JupyterLab Dark" if dark else "JupyterLab Light"
-    page.evaluate("t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme)
-    expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false" if dark else "true")
+    page.evaluate(
+        "t => window.jupyterapp.commands.execute('apputils:change-theme', {theme: t})", theme
+    )
+    expect(page.locator("body")).to_have_attribute(
+        "data-jp-theme-light", "false" if dark else "true"
+    )
     page.wait_for_timeout(300)  # let the theme's CSS apply before a screenshot
 
 
@@ -89,7 +93,7 @@ def test_a_token_created_in_the_panel_reaches_the_backend_until_it_is_revoked(pa
     token = box.locator(".jp-LimsBridge-Secret code").inner_text().strip()
     assert token.startswith("jlb_")
     expect(box.locator(".jp-LimsBridge-Curl code")).to_have_text(
-        f'curl -H "X-Proxy-Token: {token}" \'{lab.proxy_url()}\''
+        f"curl -H \"X-Proxy-Token: {token}\" '{lab.proxy_url()}'"
     )
     screenshot(page, "panel-token-created-light")
 
@@ -109,17 +113,27 @@ def test_a_token_created_in_the_panel_reaches_the_backend_until_it_is_revoked(pa
     # When the server refuses a request, the panel shows the server's message
     page.route(
         "**/lims/api/tokens?*",
-        lambda route: route.fulfill(
-            status=403,
-            content_type="application/json",
-            body=json.dumps({"message": "A token can only be scoped to ports in allowed_ports.",
-                             "reason": "port_not_allowed"}),
-        ) if route.request.method == "POST" else route.fallback(),
+        lambda route: (
+            route.fulfill(
+                status=403,
+                content_type="application/json",
+                body=json.dumps(
+                    {
+                        "message": "A token can only be scoped to ports in allowed_ports.",
+                        "reason": "port_not_allowed",
+                    }
+                ),
+            )
+            if route.request.method == "POST"
+            else route.fallback()
+        ),
     )
     panel.get_by_role("button", name="New token…").click()
     form.get_by_label("Name").fill("too-wide")
     form.get_by_role("button", name="Create token").click()
-    expect(form.get_by_role("alert")).to_have_text("A token can only be scoped to ports in allowed_ports.")
+    expect(form.get_by_role("alert")).to_have_text(
+        "A token can only be scoped to ports in allowed_ports."
+    )
     form.get_by_role("button", name="Cancel").click()
     page.unroute("**/lims/api/tokens?*")
 
@@ -214,19 +228,29 @@ def test_a_deep_link_opens_the_notebook_with_an_eln_link_and_lists_it_first(page
     expect(items).to_have_count(2)
     expect(items.nth(0)).to_contain_text("Buffer screen 3")
     expect(items.nth(1)).to_contain_text("Buffer screen 2")
-    expect(items.nth(0).get_by_role("link", name="Open Buffer screen 3 in the ELN")).to_have_attribute(
-        "href", S42["url"]
-    )
+    expect(
+        items.nth(0).get_by_role("link", name="Open Buffer screen 3 in the ELN")
+    ).to_have_attribute("href", S42["url"])
     screenshot(page, "deep-link-notebook-and-recent-light")
 
     # And a notebook that was not opened from the ELN has no such link
     kernelspec = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     plain = {
         "type": "notebook",
-        "content": {"cells": [], "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5},
+        "content": {
+            "cells": [],
+            "metadata": {"kernelspec": kernelspec},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        },
     }
-    assert lab.api("PUT", "api/contents/plain.ipynb", data=json.dumps(plain)).status_code in (200, 201)
-    page.evaluate("() => { window.jupyterapp.commands.execute('docmanager:open', {path: 'plain.ipynb'}); }")
+    assert lab.api("PUT", "api/contents/plain.ipynb", data=json.dumps(plain)).status_code in (
+        200,
+        201,
+    )
+    page.evaluate(
+        "() => { window.jupyterapp.commands.execute('docmanager:open', {path: 'plain.ipynb'}); }"
+    )
     expect(page.locator(".jp-NotebookPanel:visible .jp-NotebookPanel-toolbar")).to_be_visible()
     expect(page.locator(".jp-NotebookPanel:visible .jp-LimsBridge-ElnLink")).to_be_hidden()
 
@@ -274,13 +298,34 @@ def test_the_panel_says_plainly_when_the_server_extension_is_missing_or_differen
 def test_the_data_section_shows_progress_and_retries_a_failed_download(page: Page, lab: Lab):
     # Given staging jobs in progress and one failed (the staging API answered by the test)
     jobs = [
-        {"id": "j1", "name": "plate.csv", "path": "lims/sample-S-42/data/plate.csv", "state": "running",
-         "bytesDone": 7 * 1024 * 1024, "bytesTotal": 20 * 1024 * 1024, "reason": None},
-        {"id": "j2", "name": "raw.h5", "path": "lims/sample-S-42/data/raw.h5", "state": "failed",
-         "bytesDone": 0, "bytesTotal": None, "reason": "download_failed",
-         "message": "The LIMS answered 503 while downloading raw.h5."},
-        {"id": "j3", "name": "notes.txt", "path": "lims/sample-S-42/data/notes.txt", "state": "done",
-         "bytesDone": 1200, "bytesTotal": 1200, "reason": None},
+        {
+            "id": "j1",
+            "name": "plate.csv",
+            "path": "lims/sample-S-42/data/plate.csv",
+            "state": "running",
+            "bytesDone": 7 * 1024 * 1024,
+            "bytesTotal": 20 * 1024 * 1024,
+            "reason": None,
+        },
+        {
+            "id": "j2",
+            "name": "raw.h5",
+            "path": "lims/sample-S-42/data/raw.h5",
+            "state": "failed",
+            "bytesDone": 0,
+            "bytesTotal": None,
+            "reason": "download_failed",
+            "message": "The LIMS answered 503 while downloading raw.h5.",
+        },
+        {
+            "id": "j3",
+            "name": "notes.txt",
+            "path": "lims/sample-S-42/data/notes.txt",
+            "state": "done",
+            "bytesDone": 1200,
+            "bytesTotal": 1200,
+            "reason": None,
+        },
     ]
     retried: list[str] = []
 
@@ -290,7 +335,9 @@ def test_the_data_section_shows_progress_and_retries_a_failed_download(page: Pag
             jobs[1] = {**jobs[1], "state": "queued", "reason": None}
             route.fulfill(status=200, body=json.dumps(jobs[1]), content_type="application/json")
         else:
-            route.fulfill(status=200, body=json.dumps({"jobs": jobs}), content_type="application/json")
+            route.fulfill(
+                status=200, body=json.dumps({"jobs": jobs}), content_type="application/json"
+            )
 
     page.route(re.compile(r".*/lims/api/staging(/[^/?]+)?(\?.*)?$"), staging)
     page.reload()
@@ -304,7 +351,9 @@ def test_the_data_section_shows_progress_and_retries_a_failed_download(page: Pag
         header.focus()
         page.keyboard.press("Enter")
         expect(header).to_have_attribute("aria-expanded", "false")
-        expect(panel.locator(f".jp-LimsBridge-Section-{section} .jp-LimsBridge-SectionBody")).to_be_hidden()
+        expect(
+            panel.locator(f".jp-LimsBridge-Section-{section} .jp-LimsBridge-SectionBody")
+        ).to_be_hidden()
     data = panel.locator(".jp-LimsBridge-Section-Data")
     # Then the running job shows its progress and the failed one its reason
     progress = data.get_by_role("progressbar", name="Download of plate.csv")
@@ -328,10 +377,17 @@ def test_a_real_failed_download_shows_its_reason_and_is_retried(page: Page, lab:
         lab.private_key,
         sub=OWNER,
         entity={"type": "sample", "id": "S-77", "title": "Checksum trouble"},
-        data=[{"name": "plate.csv", "url": f"http://127.0.0.1:{lab.backend_port}/files/plate.csv",
-               "sha256": "0" * 64}],
+        data=[
+            {
+                "name": "plate.csv",
+                "url": f"http://127.0.0.1:{lab.backend_port}/files/plate.csv",
+                "sha256": "0" * 64,
+            }
+        ],
     )
-    opened = requests.post(lab.url + "lims/api/open", headers={"X-Lims-Token": token}, json={}, timeout=10)
+    opened = requests.post(
+        lab.url + "lims/api/open", headers={"X-Lims-Token": token}, json={}, timeout=10
+    )
     assert opened.status_code == 201, opened.text
     job_id = opened.json()["data"][0]["job"]
     # When the user opens the panel
@@ -346,7 +402,10 @@ def test_a_real_failed_download_shows_its_reason_and_is_retried(page: Page, lab:
     screenshot(page, "panel-data-failed-download-dark")
     # When the user retries it, the panel asks the server to run it again
     with page.expect_response(
-        lambda r: r.url.split("?")[0].endswith(f"/lims/api/staging/{job_id}") and r.request.method == "POST"
+        lambda r: (
+            r.url.split("?")[0].endswith(f"/lims/api/staging/{job_id}")
+            and r.request.method == "POST"
+        )
     ) as retried:
         job.get_by_role("button", name="Retry plate.csv").click()
     assert retried.value.status == 202

@@ -10,7 +10,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-CONSTRAINTS = Path(__file__).with_name("floor-constraints.txt")
+CONSTRAINTS = Path(__file__).parents[1] / "floor-constraints.txt"
 
 
 def pins() -> dict[str, str]:

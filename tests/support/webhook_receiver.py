@@ -40,7 +40,9 @@ class WebhookReceiver:
     port: int = 0
     deliveries: list[Delivery] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)  # statuses to answer before accepting
-    hangs: list[float] = field(default_factory=list)  # seconds to wait before answering, per request
+    hangs: list[float] = field(
+        default_factory=list
+    )  # seconds to wait before answering, per request
     _server: ThreadingHTTPServer | None = None
 
     @property
@@ -52,7 +54,7 @@ class WebhookReceiver:
         verifier = Webhook(self.secret)
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
@@ -62,7 +64,9 @@ class WebhookReceiver:
                     verified = False
                 if receiver.hangs:
                     time.sleep(receiver.hangs.pop(0))  # a LIMS that does not answer in time
-                status = receiver.failures.pop(0) if receiver.failures else (204 if verified else 401)
+                status = (
+                    receiver.failures.pop(0) if receiver.failures else (204 if verified else 401)
+                )
                 receiver.deliveries.append(Delivery(headers, body, verified, status))
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

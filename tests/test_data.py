@@ -10,10 +10,21 @@ import pytest
 from jupyter_lims_bridge.data import entry_data, entry_metadata
 
 
-def notebook(path: Path, entity_id: str = "S-42", names=("raw", "plate.csv"), lims: bool = True) -> Path:
+def notebook(
+    path: Path, entity_id: str = "S-42", names=("raw", "plate.csv"), lims: bool = True
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {"lims": {"entity": {"type": "sample", "id": entity_id}, "data": [{"name": n} for n in names]}}
-    path.write_text(json.dumps({"cells": [], "metadata": metadata if lims else {}, "nbformat": 4, "nbformat_minor": 5}))
+    metadata = {
+        "lims": {
+            "entity": {"type": "sample", "id": entity_id},
+            "data": [{"name": n} for n in names],
+        }
+    }
+    path.write_text(
+        json.dumps(
+            {"cells": [], "metadata": metadata if lims else {}, "nbformat": 4, "nbformat_minor": 5}
+        )
+    )
     return path
 
 
@@ -29,9 +40,14 @@ def kernel(tmp_path, monkeypatch):
 
 def test_the_session_path_names_the_notebook(kernel, monkeypatch):
     notebook(kernel / "S-42.ipynb")
-    notebook(kernel / "other.ipynb", entity_id="S-43", names=("x",))  # another entry in the same folder
+    notebook(
+        kernel / "other.ipynb", entity_id="S-43", names=("x",)
+    )  # another entry in the same folder
     monkeypatch.setenv("JPY_SESSION_NAME", "lims/sample-S-42/S-42.ipynb")
-    assert entry_data() == {"raw": kernel / "data" / "raw", "plate.csv": kernel / "data" / "plate.csv"}
+    assert entry_data() == {
+        "raw": kernel / "data" / "raw",
+        "plate.csv": kernel / "data" / "plate.csv",
+    }
     assert entry_metadata()["entity"]["id"] == "S-42"
 
 

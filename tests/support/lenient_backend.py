@@ -45,8 +45,10 @@ class _Handler(BaseHTTPRequestHandler):
             # proxy's read buffer when it has read the first
             self.server.requests.append((self.command, self.path, {}))  # type: ignore[attr-defined]
             payload = json.dumps({"method": "GET", "path": self.path}).encode()
-            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(payload)}\r\n\r\n").encode()
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n"
+            ).encode()
             self.wfile.write((head + payload) * 2)
             return
         self._answer()

@@ -1,7 +1,7 @@
 """A real HTTP file server on 127.0.0.1 for staging tests and the benchmark.
 
 A small tornado app on its own event loop in a thread (or, with
-``python -m tests.fileserver DIR``, in its own process). Each served file has a
+``python -m tests.support.fileserver DIR``, in its own process). Each served file has a
 :class:`Behaviour` that makes it misbehave the way real servers do: no Range
 support, a connection cut half-way, wrong bytes, slow, stalled, 500 before 200,
 redirects. Every request it sees is recorded with its headers, so tests can
@@ -116,7 +116,9 @@ class _FileHandler(web.RequestHandler):
             self.redirect(spec.redirect)
             return
         total = spec.length
-        etag = spec.etag or f'"{hashlib.sha256(str(total).encode() + name.encode()).hexdigest()[:16]}"'
+        etag = (
+            spec.etag or f'"{hashlib.sha256(str(total).encode() + name.encode()).hexdigest()[:16]}"'
+        )
         start = 0
         status = 200
         requested = self.request.headers.get("Range")
@@ -144,7 +146,11 @@ class _FileHandler(web.RequestHandler):
         if spec.stall and spec.stalls > 0:
             spec.stalls -= 1
             await asyncio.sleep(spec.stall)
-        cut = spec.cut_after if spec.cut_after is not None and (spec.cuts is None or spec.cuts > 0) else None
+        cut = (
+            spec.cut_after
+            if spec.cut_after is not None and (spec.cuts is None or spec.cuts > 0)
+            else None
+        )
         offset = start
         while offset < total:
             size = min(spec.chunk, total - offset)
@@ -238,7 +244,7 @@ class FileServer:
         fut = asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
         try:
             fut.result(5)
-        except Exception:  # noqa: BLE001 - best effort at teardown
+        except Exception:
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         assert self._thread is not None
@@ -246,7 +252,7 @@ class FileServer:
 
 
 def main() -> None:
-    """Serve every file of a directory (benchmark use): ``python -m tests.fileserver DIR``."""
+    """Serve every file of a directory (benchmark use): ``python -m tests.support.fileserver DIR``."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("directory", type=Path)
     parser.add_argument("--chunk", type=int, default=1 << 20)

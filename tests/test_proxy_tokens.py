@@ -112,11 +112,19 @@ async def test_set_proxy_mode(jp_fetch, bridge):
 
 @pytest.mark.parametrize(
     "parts, method",
-    [(("tokens",), "GET"), (("tokens",), "POST"), (("tokens", "abc"), "DELETE"), (("proxy",), "PUT")],
+    [
+        (("tokens",), "GET"),
+        (("tokens",), "POST"),
+        (("tokens", "abc"), "DELETE"),
+        (("proxy",), "PUT"),
+    ],
 )
 async def test_unauthenticated_is_refused(jp_fetch, parts, method):
     code, _, _ = await api(
-        jp_fetch, *parts, method=method, body={"name": "x", "mode": "open"},
+        jp_fetch,
+        *parts,
+        method=method,
+        body={"name": "x", "mode": "open"},
         headers={"Authorization": ""},
     )
     assert code == 403
@@ -127,24 +135,44 @@ async def test_cookie_post_without_xsrf_is_refused(jp_fetch, jp_serverapp):
 
     cookies, xsrf_cookie, xsrf = await login_cookies(jp_fetch, jp_serverapp, with_xsrf=True)
     code, _, _ = await api(
-        jp_fetch, "tokens", method="POST", body={"name": "x"},
+        jp_fetch,
+        "tokens",
+        method="POST",
+        body={"name": "x"},
         headers={"Authorization": "", "Cookie": cookies},
     )
     assert code == 403
     code, created, _ = await api(
-        jp_fetch, "tokens", method="POST", body={"name": "x"},
+        jp_fetch,
+        "tokens",
+        method="POST",
+        body={"name": "x"},
         headers={"Authorization": "", "Cookie": f"{cookies}; {xsrf_cookie}", "X-XSRFToken": xsrf},
     )
     assert code == 201
     # DELETE and PUT with the cookie need the _xsrf too
-    for method, parts, body in (("DELETE", ("tokens", created["id"]), None),
-                                ("PUT", ("proxy",), {"mode": "open"})):
-        code, _, _ = await api(jp_fetch, *parts, method=method, body=body,
-                               headers={"Authorization": "", "Cookie": cookies})
+    for method, parts, body in (
+        ("DELETE", ("tokens", created["id"]), None),
+        ("PUT", ("proxy",), {"mode": "open"}),
+    ):
+        code, _, _ = await api(
+            jp_fetch,
+            *parts,
+            method=method,
+            body=body,
+            headers={"Authorization": "", "Cookie": cookies},
+        )
         assert code == 403, method
         code, _, _ = await api(
-            jp_fetch, *parts, method=method, body=body,
-            headers={"Authorization": "", "Cookie": f"{cookies}; {xsrf_cookie}", "X-XSRFToken": xsrf},
+            jp_fetch,
+            *parts,
+            method=method,
+            body=body,
+            headers={
+                "Authorization": "",
+                "Cookie": f"{cookies}; {xsrf_cookie}",
+                "X-XSRFToken": xsrf,
+            },
         )
         assert code in (200, 204), method
 
@@ -289,16 +317,21 @@ def test_cli_entry_point_reads_the_servers_config(tmp_path):
     config = tmp_path / "config"
     config.mkdir()
     state = tmp_path / "state"
-    (config / "jupyter_server_config.json").write_text(json.dumps(
-        {"LimsBridge": {"state_dir": str(state), "allowed_ports": ["9000-9010"]}}
-    ))
+    (config / "jupyter_server_config.json").write_text(
+        json.dumps({"LimsBridge": {"state_dir": str(state), "allowed_ports": ["9000-9010"]}})
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "LIMS_BRIDGE_"))}
     env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(tmp_path / "data"))
     jupyter = Path(sys.executable).with_name("jupyter")
 
     def run(*argv):
-        return subprocess.run([str(jupyter), "lims-bridge", "tokens", *argv], env=env,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [str(jupyter), "lims-bridge", "tokens", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     done = run("create", "ci", "--port", "9005", "--json")
     assert done.returncode == 0, done.stderr
@@ -323,7 +356,11 @@ async def test_refused_use_is_an_event(jp_fetch, bridge):
         "L", (), {"emit": lambda self, schema_id, data: seen.append((schema_id, data))}
     )()
     r = await jp_fetch(
-        "lims", "proxy", "8050", "x", headers={"Authorization": "", "X-Proxy-Token": "jlb_wrong"},
+        "lims",
+        "proxy",
+        "8050",
+        "x",
+        headers={"Authorization": "", "X-Proxy-Token": "jlb_wrong"},
         raise_error=False,
     )
     assert r.code == 401
@@ -356,8 +393,13 @@ def test_event_schemas_validate_what_the_managers_emit(tmp_path):
     with pytest.raises(LimsError):
         store.check("jlb_nope", 8050, "127.0.0.1")
     store.revoke(created["id"])
-    proxy = ProxySettings(mode="token", ports=frozenset({8050}), cors_origins=[],
-                          websocket_max_message_size=1024, event_logger=logger)
+    proxy = ProxySettings(
+        mode="token",
+        ports=frozenset({8050}),
+        cors_origins=[],
+        websocket_max_message_size=1024,
+        event_logger=logger,
+    )
     started = proxy.session_started(8050, "/a/lims/proxy/8050/ws", "token", "echo.v2")
     proxy.session_ended(8050, "/a/lims/proxy/8050/ws", "token", started, 3, 1000)
     actions = [r["action"] if isinstance(r, dict) else json.loads(r)["action"] for r in records]

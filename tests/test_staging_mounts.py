@@ -16,11 +16,9 @@ from jupyter_lims_bridge.staging import DataStager
 
 
 @pytest.fixture
-def store(tmp_path) -> Path:
-    root = tmp_path / "mnt" / "archive"
-    (root / "2026" / "S-42" / "raw").mkdir(parents=True)
-    (root / "2026" / "S-42" / "raw" / "run1.csv").write_text("a,b\n1,2\n")
-    (root / "plate.csv").write_text("well,value\n")
+def store(data_mount, tmp_path) -> Path:
+    """The shared ``data_mount`` store, plus links that point in and out of it."""
+    root = data_mount
     (root / "escape").symlink_to("/etc")
     (root / "2026" / "up").symlink_to("../..")  # the store's parent
     (root / "2026" / "alias").symlink_to("S-42/raw")  # stays inside: fine
@@ -59,13 +57,17 @@ async def test_an_item_becomes_a_symlink_to_its_resolved_target(stager, store, w
     assert raw.is_symlink() and raw.resolve() == (store / "2026/S-42/raw").resolve()
     assert (raw / "run1.csv").read_text() == "a,b\n1,2\n"
     # And linking again is idempotent
-    assert [r["status"] for r in await stager.apply(plan(stager, workspace, item("2026/S-42/raw")))] == ["linked"]
+    assert [
+        r["status"] for r in await stager.apply(plan(stager, workspace, item("2026/S-42/raw")))
+    ] == ["linked"]
 
 
 async def test_a_symlink_that_stays_inside_the_store_is_followed(stager, store, workspace):
     [result] = await stager.apply(plan(stager, workspace, item("2026/alias")))
     assert result["status"] == "linked"
-    assert os.readlink(workspace / "entry" / "data" / "raw") == str((store / "2026/S-42/raw").resolve())
+    assert os.readlink(workspace / "entry" / "data" / "raw") == str(
+        (store / "2026/S-42/raw").resolve()
+    )
 
 
 TRAVERSALS = [
@@ -91,7 +93,10 @@ def test_paths_that_leave_the_store_are_refused(case, path, stager, store, works
     assert not (workspace / "entry" / "data").exists()
 
 
-@pytest.mark.parametrize("path", ["%2e%2e/secret.txt", "..%2Fsecret.txt", "%2e%2e%2fsecret.txt", "2026%2F..%2F..%2Fsecret.txt"])
+@pytest.mark.parametrize(
+    "path",
+    ["%2e%2e/secret.txt", "..%2Fsecret.txt", "%2e%2e%2fsecret.txt", "2026%2F..%2F..%2Fsecret.txt"],
+)
 def test_encoded_separators_are_not_decoded(path, stager, workspace):
     # Given a path with percent-encoded dots and slashes: it names a file of that
     # literal name inside the store, which does not exist; it never escapes
@@ -112,7 +117,10 @@ def test_an_unknown_mount_is_refused(stager, workspace):
     assert (e.value.reason, e.value.status) == ("unknown_mount", 422)
 
 
-@pytest.mark.parametrize("name", ["a/b", "../raw", "..", ".", ".hidden", "", "x\\y", "raw\x00", "a\nb", "x" * 101, " lead"])
+@pytest.mark.parametrize(
+    "name",
+    ["a/b", "../raw", "..", ".", ".hidden", "", "x\\y", "raw\x00", "a\nb", "x" * 101, " lead"],
+)
 def test_a_name_that_is_not_a_single_file_name_is_refused(name, stager, workspace):
     with pytest.raises(LimsError) as e:
         plan(stager, workspace, item("plate.csv", name=name))
@@ -138,7 +146,9 @@ async def test_an_existing_different_file_is_a_conflict_and_kept(stager, workspa
     data.mkdir()
     (data / "raw").write_text("my notes")
     (data / "plate.csv").symlink_to(tmp_path / "secret.txt")  # a link somewhere else
-    results = await stager.apply(plan(stager, workspace, item("2026/S-42/raw"), item("plate.csv", name="plate.csv")))
+    results = await stager.apply(
+        plan(stager, workspace, item("2026/S-42/raw"), item("plate.csv", name="plate.csv"))
+    )
     assert [(r["status"], r.get("reason")) for r in results] == [("conflict", "conflict")] * 2
     assert (data / "raw").read_text() == "my notes"
     assert os.readlink(data / "plate.csv") == str(tmp_path / "secret.txt")
@@ -151,12 +161,20 @@ async def test_linked_items_emit_events(store, workspace):
         def emit(self, *, schema_id, data):
             emitted.append(data)
 
-    stager = DataStager(mounts={"archive": str(store)}, url_prefixes=[], max_download_bytes=1, event_logger=Logger())
+    stager = DataStager(
+        mounts={"archive": str(store)}, url_prefixes=[], max_download_bytes=1, event_logger=Logger()
+    )
     await stager.apply(plan(stager, workspace, item("2026/S-42/raw")))
-    assert emitted == [{"action": "linked", "name": "raw", "path": "ws/entry/data/raw", "mount": "archive"}]
+    assert emitted == [
+        {"action": "linked", "name": "raw", "path": "ws/entry/data/raw", "mount": "archive"}
+    ]
 
 
-@pytest.mark.parametrize("path", ["", ".", "./", "./.", ".//"], ids=["empty", "dot", "dot-slash", "dot-dot", "dot-slashes"])
+@pytest.mark.parametrize(
+    "path",
+    ["", ".", "./", "./.", ".//"],
+    ids=["empty", "dot", "dot-slash", "dot-dot", "dot-slashes"],
+)
 def test_a_path_naming_the_whole_store_is_refused(path, stager, workspace):
     # Given a data item whose path names the mount root itself
     # When it is planned, Then it is refused: an item names something inside the store

@@ -1,6 +1,6 @@
 """A real backend service on 127.0.0.1 for the proxy tests and the benchmark.
 
-Run as ``python tests/proxy_backend.py <port>``; it prints ``ready`` once
+Run as ``python tests/support/proxy_backend.py <port>``; it prints ``ready`` once
 listening. Endpoints (all generate their data; nothing is read from disk):
 
 - ``/echo...``       any method: JSON of method, path, query, headers, body length

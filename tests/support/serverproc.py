@@ -47,8 +47,13 @@ class JupyterProcess:
 
 @contextmanager
 def jupyter_process(
-    tmp_path: Path, *, owner: str, public_key: str, data_url_prefixes: list[str],
-    base_url: str = "/", env: dict[str, str] | None = None,
+    tmp_path: Path,
+    *,
+    owner: str,
+    public_key: str,
+    data_url_prefixes: list[str],
+    base_url: str = "/",
+    env: dict[str, str] | None = None,
 ) -> Iterator[JupyterProcess]:
     """Start the server (state and workspace under ``tmp_path``, reused by a
     second start in the same ``tmp_path``), wait until it answers, stop it after."""
@@ -76,10 +81,21 @@ def jupyter_process(
     }
     log = tmp_path / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={login}", "--ServerApp.allow_root=True",
-         f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={root}"],
-        env=full_env, stdout=subprocess.DEVNULL, stderr=log.open("a"),
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.token={login}",
+            "--ServerApp.allow_root=True",
+            f"--ServerApp.base_url={base_url}",
+            f"--ServerApp.root_dir={root}",
+        ],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("a"),
     )
     server = JupyterProcess(process, f"http://127.0.0.1:{port}{base_url}", login, root)
     try:
