@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all demo test test-server test-ui test-floor install labextension chromium chp bench bench-tools clean
+.PHONY: all demo test test-server test-ui test-floor lint format install labextension chromium chp bench bench-tools clean
 
 all: test
 
@@ -65,7 +65,18 @@ chromium:
 demo: install labextension
 	$(BIN)/jupyter lims-bridge demo
 
-test: install labextension chp chromium
+# ruff (lint + format) for Python, ESLint + Prettier for the panel; `make format` fixes
+lint: install labextension
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cd labextension && npm run --silent lint:check
+
+format: install labextension
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	cd labextension && npm run --silent lint
+
+test: lint chp chromium
 	$(BIN)/python -m pytest tests --ignore=tests/ui $(PYTEST_ARGS)
 	$(BIN)/python -m pytest tests/ui $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-floor
@@ -76,7 +87,7 @@ test: install labextension chp chromium
 FLOOR_VENV := .venv-floor
 FLOOR_BIN := $(FLOOR_VENV)/bin
 FLOOR_TESTS := tests/test_claims.py tests/test_open_api.py tests/test_open_page.py \
-               tests/test_tokens.py tests/test_proxy.py tests/test_tunnel.py tests/test_statefile.py
+               tests/test_proxy_tokens.py tests/test_proxy.py tests/test_tunnel.py tests/test_statefile.py
 
 $(FLOOR_BIN)/python:
 	$(PYTHON) -m venv $(FLOOR_VENV)
@@ -86,11 +97,11 @@ $(FLOOR_BIN)/python:
 .stamp-floor: $(FLOOR_BIN)/python .stamp-install pyproject.toml tests/floor-constraints.txt
 	$(FLOOR_BIN)/python -m pip install -q -c tests/floor-constraints.txt -e . \
 	    "pytest>=8" "pytest-jupyter[server]>=0.10" pytest-timeout
-	$(FLOOR_BIN)/python tests/floor_check.py
+	$(FLOOR_BIN)/python tests/support/floor_check.py
 	touch $@
 
 test-floor: .stamp-floor
-	$(FLOOR_BIN)/python tests/floor_check.py
+	$(FLOOR_BIN)/python tests/support/floor_check.py
 	$(FLOOR_BIN)/python -m pytest $(FLOOR_TESTS) $(PYTEST_ARGS)
 
 test-server: install

@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def seed_workspace(root: Path, count: int) -> None:
@@ -65,9 +65,16 @@ def start_server(root: Path, public_pem: str, port: int, log_path: Path) -> subp
         "JUPYTER_RUNTIME_DIR": str(root.parent / "runtime"),
     }
     command = [
-        sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}",
-        "--ip=127.0.0.1", "--ServerApp.token=bench-token", "--ServerApp.allow_root=True",
-        f"--ServerApp.root_dir={root}", "--ServerApp.log_level=DEBUG",
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        "--ServerApp.token=bench-token",
+        "--ServerApp.allow_root=True",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.log_level=DEBUG",
         # the extension's handlers log their requests through the extension's logger
         "--LimsBridge.log_level=DEBUG",
         "--ServerApp.jpserver_extensions={'jupyter_lims_bridge': True}",
@@ -77,8 +84,11 @@ def start_server(root: Path, public_pem: str, port: int, log_path: Path) -> subp
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/api/status",
-                         headers={"Authorization": "token bench-token"}, timeout=1)
+            requests.get(
+                f"http://127.0.0.1:{port}/api/status",
+                headers={"Authorization": "token bench-token"},
+                timeout=1,
+            )
             return server
         except requests.ConnectionError:
             time.sleep(0.2)
@@ -104,9 +114,13 @@ def run_opens(url: str, tokens: list[str], deadline: float) -> list[float]:
 
 
 def verification_cost(private_key, public_pem: str, count: int) -> list[float]:
-    verifier = OpenTokenVerifier(keys=KeySet([public_pem]), owner="bench", audience="jupyter-lims-bridge")
-    tokens = [signing.make_token(private_key, sub="bench", entity={"type": "s", "id": str(i)})
-              for i in range(count)]
+    verifier = OpenTokenVerifier(
+        keys=KeySet([public_pem]), owner="bench", audience="jupyter-lims-bridge"
+    )
+    tokens = [
+        signing.make_token(private_key, sub="bench", entity={"type": "s", "id": str(i)})
+        for i in range(count)
+    ]
 
     async def measure() -> list[float]:
         times = []
@@ -138,7 +152,8 @@ def main() -> int:
         try:
             url = f"http://127.0.0.1:{port}/lims/api/open"
             sign = lambda entity_id: signing.make_token(  # noqa: E731
-                key, sub="bench", entity={"type": "sample", "id": entity_id, "title": "Bench"})
+                key, sub="bench", entity={"type": "sample", "id": entity_id, "title": "Bench"}
+            )
             # warm up (template load, imports, first directory creation)
             run_opens(url, [sign("WARM") for _ in range(5)], deadline)
             create_rtt = run_opens(url, [sign(f"NEW-{i}") for i in range(args.requests)], deadline)
@@ -148,7 +163,7 @@ def main() -> int:
             server.terminate()
             server.wait(10)
         created = server_times(log_path, "201")[1:]  # the first 201 is the warm-up entity
-        reused = server_times(log_path, "200")[-len(reuse_rtt):]
+        reused = server_times(log_path, "200")[-len(reuse_rtt) :]
         notebooks = sum(
             1 for p in (root / "lims").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
         )
@@ -161,8 +176,10 @@ def main() -> int:
         ("open, reused notebook (round trip)", reuse_rtt, None),
         ("token verification alone (EdDSA)", verify_ms, None),
     ]
-    print(f"# bench/open.py — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"{os.cpu_count()} cores, {notebooks} notebooks in the workspace at the end\n")
+    print(
+        f"# bench/open.py — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} cores, {notebooks} notebooks in the workspace at the end\n"
+    )
     print("| what | n | p50 ms | p99 ms | goal p50 |")
     print("|---|---:|---:|---:|---|")
     ok = True

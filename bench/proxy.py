@@ -3,7 +3,7 @@
 A benchmark, not a test: it prints a Markdown table (paste it into
 bench/README.md) and a JSON line. Everything runs on 127.0.0.1:
 
-- the backend is tests/proxy_backend.py (tornado), pinned with the load
+- the backend is tests/support/proxy_backend.py (tornado), pinned with the load
   generators to one core;
 - one ``jupyter server`` with both jupyter-server-proxy (``/proxy/<port>/``)
   and jupyter-lims-bridge (``/lims/proxy/<port>/``) enabled, pinned to another
@@ -41,7 +41,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKEND = ROOT / "tests" / "proxy_backend.py"
+BACKEND = ROOT / "tests" / "support" / "proxy_backend.py"
 MIB = 1024 * 1024
 JUPYTER_TOKEN = "bench-jupyter-token-0123456789abcdef"
 
@@ -85,7 +85,7 @@ class Servers:
     def start(self) -> None:
         self.procs.append(
             subprocess.Popen(
-                pin(self.load_core) + [sys.executable, str(BACKEND), str(self.backend_port)],
+                [*pin(self.load_core), sys.executable, str(BACKEND), str(self.backend_port)],
                 stdout=subprocess.DEVNULL,
             )
         )
@@ -117,7 +117,7 @@ class Servers:
         }
         jupyter = Path(sys.executable).with_name("jupyter-server")
         self.jupyter = subprocess.Popen(
-            pin(self.server_core) + [str(jupyter)],
+            [*pin(self.server_core), str(jupyter)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.tmp / "server.log", "w"),  # noqa: SIM115
@@ -151,7 +151,10 @@ class Servers:
                 f"{j}/proxy/{self.backend_port}",
                 {"Authorization": f"token {JUPYTER_TOKEN}"},
             ),
-            "lims-bridge": (f"{j}/lims/proxy/{self.backend_port}", {"X-Proxy-Token": self.proxy_token}),
+            "lims-bridge": (
+                f"{j}/lims/proxy/{self.backend_port}",
+                {"X-Proxy-Token": self.proxy_token},
+            ),
         }
 
     def backend_connections(self) -> int:
@@ -160,11 +163,20 @@ class Servers:
 
 
 def run_wrk(servers: Servers, url: str, headers: dict[str, str], seconds: int) -> dict:
-    cmd = pin(servers.load_core) + ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    cmd = [
+        *pin(servers.load_core),
+        "wrk",
+        "-t1",
+        "-c32",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     before = servers.backend_connections()
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 30).stdout
     after = servers.backend_connections() - 1  # minus the /stats request itself
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -216,15 +228,23 @@ class RssSampler:
 
 
 def download(servers: Servers, url: str, headers: dict[str, str], size: int, proc) -> dict:
-    cmd = pin(servers.load_core) + [
-        "curl", "-s", "-o", "/dev/null", "--max-time", "120",
-        "-w", "%{http_code} %{size_download} %{time_starttransfer} %{time_total}",
+    cmd = [
+        *pin(servers.load_core),
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "120",
+        "-w",
+        "%{http_code} %{size_download} %{time_starttransfer} %{time_total}",
     ]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     with RssSampler(proc) if proc else _Null() as rss:
-        out = subprocess.run(cmd + [f"{url}/bytes?n={size}"], capture_output=True, text=True,
-                             timeout=150).stdout.split()
+        out = subprocess.run(
+            [*cmd, f"{url}/bytes?n={size}"], capture_output=True, text=True, timeout=150
+        ).stdout.split()
     code, got, first, total = int(out[0]), int(out[1]), float(out[2]), float(out[3])
     ok = code == 200 and got == size
     return {
@@ -252,15 +272,18 @@ def upload(url: str, headers: dict[str, str], size: int, proc) -> dict:
         start = time.perf_counter()
         conn = http.client.HTTPConnection(hostname, int(port), timeout=120)
         path = (f"/{rest}" if rest else "") + "/upload"
-        conn.request("POST", path, body=body(),
-                     headers={**headers, "Content-Length": str(size)})
+        conn.request("POST", path, body=body(), headers={**headers, "Content-Length": str(size)})
         resp = conn.getresponse()
         data = resp.read()
         elapsed = time.perf_counter() - start
         conn.close()
     ok = resp.status == 200 and json.loads(data).get("received") == size
-    return {"ok": ok, "status": resp.status, "mib_s": (size / MIB) / elapsed if ok else 0.0,
-            "rss_growth_mib": rss.growth_mib if proc else 0.0}
+    return {
+        "ok": ok,
+        "status": resp.status,
+        "mib_s": (size / MIB) / elapsed if ok else 0.0,
+        "rss_growth_mib": rss.growth_mib if proc else 0.0,
+    }
 
 
 def median_of(values: list[dict]) -> dict:
@@ -287,8 +310,14 @@ class _Null:
         return None
 
 
-async def ws_echo(url: str, headers: dict[str, str], seconds: float, max_messages: int,
-                  proc: psutil.Process | None, window: int = 32) -> dict:
+async def ws_echo(
+    url: str,
+    headers: dict[str, str],
+    seconds: float,
+    max_messages: int,
+    proc: psutil.Process | None,
+    window: int = 32,
+) -> dict:
     """Echo throughput with ``window`` messages in flight (as a busy client
     would), bounded by ``max_messages`` and ``seconds``; and the proxying
     server's CPU time per relayed message (both directions)."""
@@ -328,8 +357,11 @@ def main() -> int:
     parser.add_argument("--download-mib", type=int, default=512)
     parser.add_argument("--upload-mib", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--only", default="small,download,upload,ws",
-                        help="comma-separated parts to run (default: all)")
+    parser.add_argument(
+        "--only",
+        default="small,download,upload,ws",
+        help="comma-separated parts to run (default: all)",
+    )
     args = parser.parse_args()
     rounds = 1 if args.quick else max(1, min(args.rounds, 9))
     seconds = 2 if args.quick else args.seconds
@@ -352,7 +384,7 @@ def main() -> int:
             def add(name: str, key: str, value: dict) -> None:
                 samples[name].setdefault(key, []).append(value)
 
-            for name, (url, headers) in targets.items():
+            for url, headers in targets.values():
                 run_wrk(servers, f"{url}/small", headers, 1)  # warm up: pools, imports, caches
             # interleaved rounds, so a burst of load from elsewhere on this
             # shared machine hits all three alike; the median of each is reported
@@ -367,17 +399,28 @@ def main() -> int:
                         add(name, "upload", upload(url, headers, up, proc))
                     if "ws" in parts:
                         try:
-                            add(name, "ws", asyncio.run(ws_echo(url, headers, seconds, 200_000, proc)))
-                        except Exception as e:  # noqa: BLE001 - report, don't die
+                            add(
+                                name,
+                                "ws",
+                                asyncio.run(ws_echo(url, headers, seconds, 200_000, proc)),
+                            )
+                        except Exception as e:
                             add(name, "ws", {"msgs_s": 0.0, "error": str(e)})
             for name in targets:
                 results[name] = {key: median_of(values) for key, values in samples[name].items()}
                 print(f"# {name}: {json.dumps(samples[name])}", file=sys.stderr)
         finally:
             servers.stop()
-    print_table(results, samples, down, up, seconds, rounds,
-                f"{load}; server on core {servers.server_core}, backend+load on core "
-                f"{servers.load_core}; per-core busy % before: {servers.busy_before}")
+    print_table(
+        results,
+        samples,
+        down,
+        up,
+        seconds,
+        rounds,
+        f"{load}; server on core {servers.server_core}, backend+load on core "
+        f"{servers.load_core}; per-core busy % before: {servers.busy_before}",
+    )
     print(json.dumps(results))
     return 0
 
@@ -401,7 +444,7 @@ def paired_ratio(samples: dict[str, dict[str, list]], name: str, section: str, k
     """Median over rounds of (value / direct's value in the same round): robust
     to load from elsewhere that shifts whole rounds."""
     ratios = []
-    for mine, base in zip(samples[name][section], samples["direct"][section]):
+    for mine, base in zip(samples[name][section], samples["direct"][section], strict=False):
         if base.get(key) and mine.get("ok", True):
             ratios.append(mine[key] / base[key])
     if not ratios:
@@ -410,15 +453,24 @@ def paired_ratio(samples: dict[str, dict[str, list]], name: str, section: str, k
     return ratios[len(ratios) // 2]
 
 
-def print_table(results: dict[str, dict], samples: dict[str, dict[str, list]], down: int,
-                up: int, seconds: int, rounds: int, load: str) -> None:
+def print_table(
+    results: dict[str, dict],
+    samples: dict[str, dict[str, list]],
+    down: int,
+    up: int,
+    seconds: int,
+    rounds: int,
+    load: str,
+) -> None:
     today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     ncpu = os.cpu_count() or 1
-    print(f"\nRun {today}, nproc={ncpu}, proxying server pinned to a core of its own; "
-          f"wrk -t1 -c32 -d{seconds}s, "
-          f"{down // MIB} MiB download, {up // MIB} MiB upload; median of {rounds} interleaved "
-          f"rounds (ratios: median of per-round ratios to direct); load average before the "
-          f"run: {load}.\n")
+    print(
+        f"\nRun {today}, nproc={ncpu}, proxying server pinned to a core of its own; "
+        f"wrk -t1 -c32 -d{seconds}s, "
+        f"{down // MIB} MiB download, {up // MIB} MiB upload; median of {rounds} interleaved "
+        f"rounds (ratios: median of per-round ratios to direct); load average before the "
+        f"run: {load}.\n"
+    )
     print("| metric | direct | jupyter-server-proxy | lims-bridge | goal |")
     print("|---|---|---|---|---|")
     for label, section, key, fmt, with_ratio, goal in ROWS:
@@ -434,14 +486,19 @@ def print_table(results: dict[str, dict], samples: dict[str, dict[str, list]], d
             if with_ratio and name != "direct":
                 text += f" ({paired_ratio(samples, name, section, key):.2f}×)"
             cells.append(text)
-        print(f"| {label.format(down=down // MIB, up=up // MIB)} | " + " | ".join(cells)
-              + f" | {goal} |")
+        print(
+            f"| {label.format(down=down // MIB, up=up // MIB)} | "
+            + " | ".join(cells)
+            + f" | {goal} |"
+        )
     jsp = [s["rps"] for s in samples["jupyter-server-proxy"].get("small", [])]
     ours = [s["rps"] for s in samples["lims-bridge"].get("small", [])]
-    per_round = sorted(o / j for o, j in zip(ours, jsp) if j)
+    per_round = sorted(o / j for o, j in zip(ours, jsp, strict=False) if j)
     if per_round:
-        print(f"\nlims-bridge vs jupyter-server-proxy on small GETs (median of per-round "
-              f"ratios): {per_round[len(per_round) // 2]:.1f}×")
+        print(
+            f"\nlims-bridge vs jupyter-server-proxy on small GETs (median of per-round "
+            f"ratios): {per_round[len(per_round) // 2]:.1f}×"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark: a 1 GiB download through a staging job versus ``curl -o``, the Jupyter
 server's RSS growth meanwhile, and linking 1,000 items from a mounted store.
 
-Everything runs on 127.0.0.1: the test file server (``tests/fileserver.py``) in
+Everything runs on 127.0.0.1: the test file server (``tests/support/fileserver.py``) in
 its own process serves one file of ``--size`` bytes; ``curl -o`` and a staging
 job (``POST lims/api/open`` with one ``url`` data item carrying its sha256 and
 size, then polling ``GET lims/api/staging/<id>``) fetch it alternately,
@@ -115,8 +115,10 @@ def make_file(path: Path, size: int) -> str:
 
 def start_file_server(directory: Path) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fileserver", str(directory), "--chunk", str(MiB)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tests.support.fileserver", str(directory), "--chunk", str(MiB)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert server.stdout is not None
     prefix = server.stdout.readline().strip()
@@ -126,7 +128,9 @@ def start_file_server(directory: Path) -> tuple[subprocess.Popen, str]:
     return server, prefix
 
 
-def start_jupyter(tmp: Path, public_pem: str, prefix: str, mount: Path, port: int) -> subprocess.Popen:
+def start_jupyter(
+    tmp: Path, public_pem: str, prefix: str, mount: Path, port: int
+) -> subprocess.Popen:
     root = tmp / "root"
     root.mkdir()
     env = {
@@ -142,8 +146,14 @@ def start_jupyter(tmp: Path, public_pem: str, prefix: str, mount: Path, port: in
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
     }
     command = [
-        sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}",
-        "--ip=127.0.0.1", f"--ServerApp.token={TOKEN}", "--ServerApp.allow_root=True",
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--ServerApp.token={TOKEN}",
+        "--ServerApp.allow_root=True",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.jpserver_extensions={'jupyter_lims_bridge': True}",
     ]
@@ -152,8 +162,11 @@ def start_jupyter(tmp: Path, public_pem: str, prefix: str, mount: Path, port: in
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/api/status",
-                         headers={"Authorization": f"token {TOKEN}"}, timeout=1)
+            requests.get(
+                f"http://127.0.0.1:{port}/api/status",
+                headers={"Authorization": f"token {TOKEN}"},
+                timeout=1,
+            )
             return server
         except requests.ConnectionError:
             time.sleep(0.2)
@@ -172,7 +185,10 @@ class Bridge:
     def open(self, data: list[dict], entity_id: str | None = None) -> dict:
         self.count += 1
         token = signing.make_token(
-            self.key, sub="bench", entity={"type": "bench", "id": entity_id or f"B-{self.count}"}, data=data
+            self.key,
+            sub="bench",
+            entity={"type": "bench", "id": entity_id or f"B-{self.count}"},
+            data=data,
         )
         response = requests.post(f"{self.base}/lims/api/open", json={"token": token}, timeout=60)
         response.raise_for_status()
@@ -206,7 +222,9 @@ def durable_write(source: Path, dest: Path) -> float:
     """The disk writing the file and then making it durable in one fsync at the end
     (a staging job starts writeback every 16 MiB, so it can overlap the two)."""
     start = time.perf_counter()
-    subprocess.run(["dd", f"if={source}", f"of={dest}", "bs=1M", "conv=fsync", "status=none"], check=True)
+    subprocess.run(
+        ["dd", f"if={source}", f"of={dest}", "bs=1M", "conv=fsync", "status=none"], check=True
+    )
     elapsed = time.perf_counter() - start
     dest.unlink()
     return elapsed
@@ -214,7 +232,9 @@ def durable_write(source: Path, dest: Path) -> float:
 
 def link_in_process(mount: Path, work: Path, count: int) -> float:
     stager = DataStager(mounts={"store": str(mount)}, url_prefixes=[], max_download_bytes=1)
-    items = tuple(DataItem(f"item-{i}.dat", mount="store", path=f"item-{i}.dat") for i in range(count))
+    items = tuple(
+        DataItem(f"item-{i}.dat", mount="store", path=f"item-{i}.dat") for i in range(count)
+    )
     (work / "entry").mkdir(parents=True)
     start = time.perf_counter()
     planned = stager.plan(items, work / "entry" / "data", "ws/entry/data", work.resolve())
@@ -264,7 +284,9 @@ def main() -> int:
             bridge = Bridge(port, key)
             rss_fresh = rss_bytes(jupyter.pid)
             # warm-up: imports, the worker pool, the first notebook
-            [warm] = bridge.open([{"name": "warm.bin", "url": prefix + "warm.bin", "sha256": warm_sha}])["data"]
+            [warm] = bridge.open(
+                [{"name": "warm.bin", "url": prefix + "warm.bin", "sha256": warm_sha}]
+            )["data"]
             bridge.wait(warm["job"], deadline)
             curl(prefix + "warm.bin", tmp / "warm-curl.bin")
             rss_before = rss_bytes(jupyter.pid)
@@ -281,9 +303,16 @@ def main() -> int:
                 cpu = cpu_seconds(jupyter.pid)
                 with RssSampler(jupyter.pid) as rss:
                     start = time.perf_counter()
-                    [item] = bridge.open([
-                        {"name": "big.bin", "url": prefix + "big.bin?sig=bench", "sha256": sha, "size": size}
-                    ])["data"]
+                    [item] = bridge.open(
+                        [
+                            {
+                                "name": "big.bin",
+                                "url": prefix + "big.bin?sig=bench",
+                                "sha256": sha,
+                                "size": size,
+                            }
+                        ]
+                    )["data"]
                     job = bridge.wait(item["job"], deadline)
                     stage_s.append(time.perf_counter() - start)
                 stage_cpu.append(cpu_seconds(jupyter.pid) - cpu)
@@ -295,7 +324,9 @@ def main() -> int:
                 placed.unlink()  # keep the disk use bounded
                 # the same transfer checked by size only: what the sha256 costs
                 start = time.perf_counter()
-                [item] = bridge.open([{"name": "big.bin", "url": prefix + "big.bin", "size": size}])["data"]
+                [item] = bridge.open(
+                    [{"name": "big.bin", "url": prefix + "big.bin", "size": size}]
+                )["data"]
                 if bridge.wait(item["job"], deadline)["state"] != "done":
                     raise RuntimeError("staging job (size only) failed")
                 stage_nosha_s.append(time.perf_counter() - start)
@@ -303,12 +334,14 @@ def main() -> int:
             disk_s = durable_write(served / "big.bin", tmp / "dd.bin")
             # linking 1,000 items end to end: an open token holds at most 16 KiB
             # (claims.MAX_TOKEN_BYTES), about 100 items, so several opens of one entry
-            items = [{"name": f"item-{i}.dat", "mount": "store", "path": f"item-{i}.dat"}
-                     for i in range(args.links)]
+            items = [
+                {"name": f"item-{i}.dat", "mount": "store", "path": f"item-{i}.dat"}
+                for i in range(args.links)
+            ]
             linked = 0
             start = time.perf_counter()
             for first in range(0, len(items), LINKS_PER_TOKEN):
-                result = bridge.open(items[first:first + LINKS_PER_TOKEN], entity_id="LINKS")
+                result = bridge.open(items[first : first + LINKS_PER_TOKEN], entity_id="LINKS")
                 linked += sum(d["status"] == "linked" for d in result["data"])
             open_links_s = time.perf_counter() - start
             assert linked == args.links
@@ -325,34 +358,58 @@ def main() -> int:
     stage_rate = size / statistics.median(stage_s) / MiB
     ratio = stage_rate / curl_rate
     peak_growth = max(growth) / MiB
-    print(f"# bench/staging.py — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-          f"{args.size_mib} MiB file, {len(stage_s)} rounds\n")
+    print(
+        f"# bench/staging.py — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"{args.size_mib} MiB file, {len(stage_s)} rounds\n"
+    )
     print("| what | result | goal |")
     print("|---|---:|---|")
     print(f"| curl -o (median of {len(curl_s)}) | {curl_rate:.0f} MiB/s | |")
-    print(f"| curl -o, then sha256sum and sync (median of {len(curl_verified_s)}) | "
-          f"{size / statistics.median(curl_verified_s) / MiB:.0f} MiB/s | |")
-    print(f"| disk: dd conv=fsync of the file (write all, then one fsync) | "
-          f"{size / disk_s / MiB:.0f} MiB/s | |")
+    print(
+        f"| curl -o, then sha256sum and sync (median of {len(curl_verified_s)}) | "
+        f"{size / statistics.median(curl_verified_s) / MiB:.0f} MiB/s | |"
+    )
+    print(
+        f"| disk: dd conv=fsync of the file (write all, then one fsync) | "
+        f"{size / disk_s / MiB:.0f} MiB/s | |"
+    )
     print(f"| staging job, POST to done (median of {len(stage_s)}) | {stage_rate:.0f} MiB/s | |")
-    print(f"| staging job, size only, no sha256 (median of {len(stage_nosha_s)}) | "
-          f"{size / statistics.median(stage_nosha_s) / MiB:.0f} MiB/s | |")
-    print(f"| CPU seconds per GiB: curl / Jupyter server (staging, sha256 included) | "
-          f"{statistics.median(curl_cpu) * 1024 / args.size_mib:.2f} / "
-          f"{statistics.median(stage_cpu) * 1024 / args.size_mib:.2f} | |")
+    print(
+        f"| staging job, size only, no sha256 (median of {len(stage_nosha_s)}) | "
+        f"{size / statistics.median(stage_nosha_s) / MiB:.0f} MiB/s | |"
+    )
+    print(
+        f"| CPU seconds per GiB: curl / Jupyter server (staging, sha256 included) | "
+        f"{statistics.median(curl_cpu) * 1024 / args.size_mib:.2f} / "
+        f"{statistics.median(stage_cpu) * 1024 / args.size_mib:.2f} | |"
+    )
     print(f"| staging / curl | {ratio:.2f}× | ≥ 0.8×: {'met' if ratio >= 0.8 else 'MISSED'} |")
-    print(f"| server RSS growth during a download (peak) | {peak_growth:.1f} MiB | < 32 MiB: "
-          f"{'met' if peak_growth < 32 else 'MISSED'} |")
-    print(f"| server RSS: fresh → after warm-up → end | {rss_fresh / MiB:.0f} → {rss_before / MiB:.0f} → "
-          f"{rss_end / MiB:.0f} MiB | |")
-    print(f"| {args.links} mount items in opens of {LINKS_PER_TOKEN} (round trips) | {open_links_s * 1000:.0f} ms | < 1 s: "
-          f"{'met' if open_links_s < 1 else 'MISSED'} |")
-    print(f"| plan + link {args.links} items (in process) | {plan_apply_s * 1000:.0f} ms | < 1 s: "
-          f"{'met' if plan_apply_s < 1 else 'MISSED'} |")
-    print("\nseconds, curl:", " ".join(f"{s:.2f}" for s in curl_s),
-          "| curl+sha256sum+sync:", " ".join(f"{s:.2f}" for s in curl_verified_s),
-          "| staging:", " ".join(f"{s:.2f}" for s in stage_s),
-          "| staging, size only:", " ".join(f"{s:.2f}" for s in stage_nosha_s))
+    print(
+        f"| server RSS growth during a download (peak) | {peak_growth:.1f} MiB | < 32 MiB: "
+        f"{'met' if peak_growth < 32 else 'MISSED'} |"
+    )
+    print(
+        f"| server RSS: fresh → after warm-up → end | {rss_fresh / MiB:.0f} → {rss_before / MiB:.0f} → "
+        f"{rss_end / MiB:.0f} MiB | |"
+    )
+    print(
+        f"| {args.links} mount items in opens of {LINKS_PER_TOKEN} (round trips) | {open_links_s * 1000:.0f} ms | < 1 s: "
+        f"{'met' if open_links_s < 1 else 'MISSED'} |"
+    )
+    print(
+        f"| plan + link {args.links} items (in process) | {plan_apply_s * 1000:.0f} ms | < 1 s: "
+        f"{'met' if plan_apply_s < 1 else 'MISSED'} |"
+    )
+    print(
+        "\nseconds, curl:",
+        " ".join(f"{s:.2f}" for s in curl_s),
+        "| curl+sha256sum+sync:",
+        " ".join(f"{s:.2f}" for s in curl_verified_s),
+        "| staging:",
+        " ".join(f"{s:.2f}" for s in stage_s),
+        "| staging, size only:",
+        " ".join(f"{s:.2f}" for s in stage_nosha_s),
+    )
     ok = ratio >= 0.8 and peak_growth < 32 and open_links_s < 1 and plan_apply_s < 1
     return 0 if ok else 1
 

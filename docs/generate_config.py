@@ -1,7 +1,7 @@
 """Write docs/configuration.md from the LimsBridge traits (their help= is the reference).
 
-    python docs/generate_config.py          # rewrite the file
-    python docs/generate_config.py --check  # exit 1 if it is out of date (a test runs this)
+python docs/generate_config.py          # rewrite the file
+python docs/generate_config.py --check  # exit 1 if it is out of date (a test runs this)
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def render() -> str:
         help_text = textwrap.dedent(trait.help).strip()
         first, _, rest = help_text.partition("\n")
         body = textwrap.dedent(rest).strip()
-        parts.append(f"## `{name}`\n\n`c.LimsBridge.{name}` · `{ENV_PREFIX}{name.upper()}` · {kind}\n\n")
+        parts.append(
+            f"## `{name}`\n\n`c.LimsBridge.{name}` · `{ENV_PREFIX}{name.upper()}` · {kind}\n\n"
+        )
         parts.append(first.strip() + ("\n" + body if body else "") + "\n\n")
     return "".join(parts).rstrip() + "\n"
 

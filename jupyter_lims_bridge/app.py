@@ -15,8 +15,8 @@ import getpass
 import json
 import os
 import re
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from jupyter_core.application import JupyterApp

@@ -206,7 +206,7 @@ class KeySet:
                 jwks = self.jwks_client.get_signing_keys()
             key_type = ASYMMETRIC_ALGORITHMS[alg]
             return [j.key for j in jwks if isinstance(j.key, key_type)]
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             # an unknown kid, the endpoint unreachable, or answering something that
             # is not a usable key set (PyJWT then raises JSON, key-set or key errors
             # of several kinds): all mean this token cannot be verified by the JWKS
@@ -413,7 +413,9 @@ class OpenTokenVerifier:
             except jwt.InvalidIssuerError:
                 raise LimsError("unknown_issuer") from None
             except jwt.MissingRequiredClaimError as e:
-                raise LimsError("token_invalid", f"The token lacks the {e.claim!r} claim.") from None
+                raise LimsError(
+                    "token_invalid", f"The token lacks the {e.claim!r} claim."
+                ) from None
             except (jwt.InvalidKeyError, jwt.PyJWTError, ValueError, TypeError):
                 raise LimsError("token_invalid", "The token is malformed.") from None
         return None
@@ -431,7 +433,9 @@ class OpenTokenVerifier:
                 f"The token lives longer than the {self.max_token_lifetime} s this server allows.",
             )
         if claims["iat"] > time.time() + self.leeway:
-            raise LimsError("token_expired", "The token was issued in the future (check the clocks).")
+            raise LimsError(
+                "token_expired", "The token was issued in the future (check the clocks)."
+            )
 
     def check_claims(self, claims: dict[str, Any]) -> OpenRequest:
         """Check owner and LIMS claims of signature-verified ``claims``.
@@ -473,7 +477,7 @@ def _only_lims_errors() -> Iterator[None]:
         yield
     except LimsError:
         raise
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         log.warning("lims-bridge: token verification failed unexpectedly: %s", type(e).__name__)
         raise LimsError("token_invalid", "The token could not be verified.") from None
 

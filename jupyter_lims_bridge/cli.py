@@ -178,8 +178,12 @@ def claims_from_args(args: argparse.Namespace, now: int | None = None) -> dict[s
         if not isinstance(base, dict):
             raise ValueError("--claims must hold a JSON object")
     entity = dict(base.get("entity") or {})
-    for flag, key in (("entity_type", "type"), ("entity_id", "id"), ("title", "title"),
-                      ("entity_url", "url")):
+    for flag, key in (
+        ("entity_type", "type"),
+        ("entity_id", "id"),
+        ("title", "title"),
+        ("entity_url", "url"),
+    ):
         if getattr(args, flag):
             entity[key] = getattr(args, flag)
     notebook = dict(base.get("notebook") or {})
@@ -303,32 +307,66 @@ def explain(token: str, verifier: Any) -> Explanation:
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
-        step((True, f"a JWT of {len(token)} bytes, alg {header.get('alg')!r}"
-                    + (f", kid {header['kid']!r}" if header.get("kid") else "")))
-        step((header.get("alg") in verifier.keys.algorithms,
-              f"accepted algorithms here: {', '.join(verifier.keys.algorithms) or 'none'}"))
+        step(
+            (
+                True,
+                f"a JWT of {len(token)} bytes, alg {header.get('alg')!r}"
+                + (f", kid {header['kid']!r}" if header.get("kid") else ""),
+            )
+        )
+        step(
+            (
+                header.get("alg") in verifier.keys.algorithms,
+                f"accepted algorithms here: {', '.join(verifier.keys.algorithms) or 'none'}",
+            )
+        )
         now = int(time.time())
         exp, iat = unverified.get("exp"), unverified.get("iat")
         if isinstance(exp, int) and isinstance(iat, int):
-            step((exp + verifier.leeway >= now,
-                  f"expires in {exp - now} s (leeway {verifier.leeway} s)"))
-            step((exp - iat <= verifier.max_token_lifetime,
-                  f"lifetime {exp - iat} s (at most {verifier.max_token_lifetime} s)"))
-        step((unverified.get("aud") == verifier.audience
-              or verifier.audience in (unverified.get("aud") or []),
-              f"audience {unverified.get('aud')!r} (expected {verifier.audience!r})"))
+            step(
+                (
+                    exp + verifier.leeway >= now,
+                    f"expires in {exp - now} s (leeway {verifier.leeway} s)",
+                )
+            )
+            step(
+                (
+                    exp - iat <= verifier.max_token_lifetime,
+                    f"lifetime {exp - iat} s (at most {verifier.max_token_lifetime} s)",
+                )
+            )
+        step(
+            (
+                unverified.get("aud") == verifier.audience
+                or verifier.audience in (unverified.get("aud") or []),
+                f"audience {unverified.get('aud')!r} (expected {verifier.audience!r})",
+            )
+        )
         if verifier.issuers:
-            step((unverified.get("iss") in verifier.issuers,
-                  f"issuer {unverified.get('iss')!r} (trusted: {', '.join(verifier.issuers)})"))
-        step((unverified.get("sub") == verifier.owner,
-              f"user {unverified.get('sub')!r} (this server's owner: {verifier.owner!r})"))
+            step(
+                (
+                    unverified.get("iss") in verifier.issuers,
+                    f"issuer {unverified.get('iss')!r} (trusted: {', '.join(verifier.issuers)})",
+                )
+            )
+        step(
+            (
+                unverified.get("sub") == verifier.owner,
+                f"user {unverified.get('sub')!r} (this server's owner: {verifier.owner!r})",
+            )
+        )
     except jwt.PyJWTError:
         step((False, "not a well-formed JWT"))
     try:
         request = asyncio.run(verifier.verify(token))
         step((True, "signature verifies with a configured key"))
-        step((True, f"entity {request.entity.type} {request.entity.id}, "
-                    f"{len(request.data)} data item(s)"))
+        step(
+            (
+                True,
+                f"entity {request.entity.type} {request.entity.id}, "
+                f"{len(request.data)} data item(s)",
+            )
+        )
         used = verifier.replay.get(request.jti) if verifier.replay else None
         if used:
             report.error = LimsError("token_replayed")

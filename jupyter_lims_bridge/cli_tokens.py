@@ -36,14 +36,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     # keeps an action from resetting what was given before it
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
     actions = p.add_subparsers(dest="tokens_action", metavar="ACTION")
     actions.add_parser("list", help="list tokens (never their secret)", parents=[common])
     c = actions.add_parser("create", help="create a token and print it once", parents=[common])
     c.add_argument("name", help="what the token is for, e.g. 'ci'")
     c.add_argument(
-        "--port", type=int, action="append", dest="ports",
+        "--port",
+        type=int,
+        action="append",
+        dest="ports",
         help="limit the token to this port (repeatable; default: all allowed ports)",
     )
     c.add_argument("--expires-in", type=float, help="lifetime in seconds (default: no expiry)")
@@ -96,14 +100,20 @@ def run(args: argparse.Namespace) -> int:
                         f"expires: {t['expiresAt'] or 'never'}  last used: {t['lastUsedAt'] or 'never'}"
                     )
         elif action == "create":
-            created = store.create(args.name, args.ports, args.expires_in,
-                                   allowed_ports=allowed_ports(bridge) if scoped else None)
+            created = store.create(
+                args.name,
+                args.ports,
+                args.expires_in,
+                allowed_ports=allowed_ports(bridge) if scoped else None,
+            )
             if as_json:
                 print(json.dumps(created, indent=2))
             else:
                 print(f"id:    {created['id']}")
                 print(f"token: {created['token']}")
-                print("This is the only time the token is shown. Send it as the X-Proxy-Token header.")
+                print(
+                    "This is the only time the token is shown. Send it as the X-Proxy-Token header."
+                )
         elif action == "revoke":
             store.revoke(args.id)
             print(f"revoked {args.id}")

@@ -35,7 +35,7 @@ __all__ = ["entry_data", "entry_metadata", "find_entry_notebook"]
 def _session_path() -> str | None:
     """The notebook path jupyter_server gave this kernel, if any."""
     try:
-        from IPython import get_ipython  # noqa: PLC0415 - only inside a kernel
+        from IPython import get_ipython
 
         shell = get_ipython()
     except ImportError:
@@ -120,13 +120,21 @@ def entry_data(notebook: str | os.PathLike[str] | None = None) -> dict[str, Path
         folder = Path.cwd() / DATA_DIR
         if not folder.is_dir():
             return {}
-        return {p.name: p.absolute() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+        return {
+            p.name: p.absolute() for p in sorted(folder.iterdir()) if not p.name.startswith(".")
+        }
     folder = path.parent.absolute() / DATA_DIR
     items = (_lims_metadata(path) or {}).get("data") or []
     result: dict[str, Path] = {}
     for item in items:
         name = item.get("name") if isinstance(item, dict) else None
         # the bridge only ever wrote single file names here; anything else was edited in
-        if isinstance(name, str) and name and "/" not in name and "\\" not in name and name not in (".", ".."):
+        if (
+            isinstance(name, str)
+            and name
+            and "/" not in name
+            and "\\" not in name
+            and name not in (".", "..")
+        ):
             result[name] = folder / name
     return result

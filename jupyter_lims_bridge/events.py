@@ -28,7 +28,7 @@ def register_event_schemas(event_logger: Any) -> None:
     for path in sorted(SCHEMA_DIR.glob("*/v*.yaml")):
         try:
             event_logger.register_event_schema(path)
-        except Exception as e:  # noqa: BLE001 - a duplicate registration must not stop start-up
+        except Exception as e:
             log.debug("lims-bridge: schema %s not registered: %s", path.name, e)
 
 
@@ -40,5 +40,5 @@ def emit(event_logger: Any, schema_id: str, data: dict[str, Any]) -> None:
         event_logger.emit(
             schema_id=schema_id, data={k: v for k, v in data.items() if v is not None}
         )
-    except Exception:  # noqa: BLE001 - auditing must not break the request it audits
+    except Exception:
         log.exception("lims-bridge: could not emit %s", schema_id)

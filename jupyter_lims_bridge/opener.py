@@ -132,9 +132,7 @@ class Opener:
         self, request: OpenRequest, plan: NotebookPlan, planned: list[PlannedItem]
     ) -> dict[str, Any]:
         replay = self.verifier.replay
-        if replay is not None and not replay.consume(
-            request.jti, request.exp, path=plan.api_path
-        ):
+        if replay is not None and not replay.consume(request.jti, request.exp, path=plan.api_path):
             raise LimsError("token_replayed")
         opened_at = utc_now()
         try:

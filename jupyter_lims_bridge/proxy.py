@@ -68,13 +68,28 @@ HOP_BY_HOP = frozenset(
 TOKEN_HEADER = "X-Proxy-Token"
 # Never forwarded upstream, whatever the auth mode. ``Expect`` because tornado
 # has already answered ``100-continue`` to the client; ``Host`` is rewritten.
-_DROP_REQUEST = HOP_BY_HOP | {"x-proxy-token", "expect", "host", "cookie", "x-xsrftoken",
-                              "x-csrftoken"}
+_DROP_REQUEST = HOP_BY_HOP | {
+    "x-proxy-token",
+    "expect",
+    "host",
+    "cookie",
+    "x-xsrftoken",
+    "x-csrftoken",
+}
 # Set from the request as this server sees it; a client's own values never pass
 # (X-Scheme: tornado-style backends take it for X-Forwarded-Proto).
-_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-                         "x-forwarded-port", "x-forwarded-prefix", "forwarded", "x-real-ip",
-                         "x-scheme"})
+_FORWARDING = frozenset(
+    {
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "forwarded",
+        "x-real-ip",
+        "x-scheme",
+    }
+)
 _DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
 _CORS_PREFIX = "access-control-"
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -84,12 +99,7 @@ def is_jupyter_cookie(name: str, extra: frozenset[str] = frozenset()) -> bool:
     """Cookies that carry the user's Jupyter or JupyterHub credentials; ``extra``
     names the ones an operator configured (``IdentityProvider.cookie_name``)."""
     name = name.strip()
-    return (
-        name == "_xsrf"
-        or name.startswith("username-")  # jupyter_server's login cookie
-        or name.startswith("jupyterhub-")  # hub session, jupyterhub-user-<name>, oauth state
-        or name in extra
-    )
+    return name == "_xsrf" or name.startswith(("username-", "jupyterhub-")) or name in extra
 
 
 def strip_jupyter_cookies(header: str, extra: frozenset[str] = frozenset()) -> str:
@@ -199,10 +209,11 @@ class LiveSession:
     client got in: ``via`` ``"session"``, ``"token"`` (with ``token_id``) or
     ``"open"``. ``close`` ends it at once (a websocket with 1008)."""
 
-    __slots__ = ("port", "via", "token_id", "kind", "close")
+    __slots__ = ("close", "kind", "port", "token_id", "via")
 
-    def __init__(self, port: int, via: str, token_id: str | None, kind: str,
-                 close: Callable[[], None]) -> None:
+    def __init__(
+        self, port: int, via: str, token_id: str | None, kind: str, close: Callable[[], None]
+    ) -> None:
         self.port = port
         self.via = via
         self.token_id = token_id
@@ -259,8 +270,9 @@ class ProxySettings:
 
     # -- live sessions: closed once no longer admitted ------------------------------
 
-    def session_opened(self, port: int, via: str, token_id: str | None, kind: str,
-                       close: Callable[[], None]) -> LiveSession:
+    def session_opened(
+        self, port: int, via: str, token_id: str | None, kind: str, close: Callable[[], None]
+    ) -> LiveSession:
         """Register a live session; the sweeper runs while any exist."""
         session = LiveSession(port, via, token_id, kind, close)
         self.sessions.add(session)
@@ -281,8 +293,12 @@ class ProxySettings:
         refused = [s for s in list(self.sessions) if not admits(s)]
         for session in refused:
             self.sessions.discard(session)
-            log.info("lims-bridge: proxy: closing a %s on port %s: no longer admitted (via %s)",
-                     session.kind, session.port, session.via)
+            log.info(
+                "lims-bridge: proxy: closing a %s on port %s: no longer admitted (via %s)",
+                session.kind,
+                session.port,
+                session.via,
+            )
             try:
                 session.close()
             except Exception:  # one failed close must not spare the others
@@ -305,7 +321,13 @@ class ProxySettings:
         events.emit(
             self.event_logger,
             events.PROXY_SESSION,
-            {"action": "started", "port": port, "path": path, "via": via, "subprotocol": subprotocol},
+            {
+                "action": "started",
+                "port": port,
+                "path": path,
+                "via": via,
+                "subprotocol": subprotocol,
+            },
         )
         return time.monotonic()
 
@@ -530,8 +552,8 @@ def request_headers(
     out["X-Forwarded-Prefix"] = prefix
     node = f"[{client}]" if client and ":" in client else client
     out["Forwarded"] = (
-        (f"for={_quoted(node)};" if node else "") + f"host={_quoted(host)};proto={protocol}"
-    )
+        f"for={_quoted(node)};" if node else ""
+    ) + f"host={_quoted(host)};proto={protocol}"
     if websocket:
         out["Connection"] = "Upgrade"
         out["Upgrade"] = "websocket"
@@ -616,8 +638,9 @@ class UpstreamExchange:
         self._head: bytes = b""
         self._no_body = True
 
-    async def start(self, method: str, target: str, headers: httputil.HTTPHeaders,
-                    body: str) -> None:
+    async def start(
+        self, method: str, target: str, headers: httputil.HTTPHeaders, body: str
+    ) -> None:
         """Connect (or reuse) and write the request head.
 
         ``body`` is ``"none"``, ``"length"`` (a Content-Length is in
@@ -684,7 +707,9 @@ class UpstreamExchange:
                 self.failed = e
         self.body_sent = True
 
-    async def read_head(self, method: str) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
+    async def read_head(
+        self, method: str
+    ) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
         """Parse the response head (skipping 1xx); retry once on a stale pooled
         connection when nothing but the head had been sent."""
         assert self.stream is not None
@@ -746,7 +771,9 @@ class UpstreamExchange:
         else:
             return None
         self.reusable = (
-            self.poolable and _keep_alive(self._start, self._headers) and self.body_sent
+            self.poolable
+            and _keep_alive(self._start, self._headers)
+            and self.body_sent
             and self.failed is None
         )
         return body
@@ -883,15 +910,15 @@ async def _quiet(future: Awaitable[None]) -> None:
 __all__ = [
     "FAST_PATH",
     "BackendUnavailable",
+    "BadFraming",
     "LiveSession",
     "ProxySettings",
     "UpstreamExchange",
     "UpstreamPool",
-    "BadFraming",
     "attempt_key",
-    "peer_address",
     "drop_query_params",
     "format_head",
+    "peer_address",
     "request_body_framing",
     "request_headers",
     "response_headers",

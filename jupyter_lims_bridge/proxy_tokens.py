@@ -228,7 +228,9 @@ class ProxyTokenStore:
         revoked: list[dict[str, Any]] = []
 
         def remove(data: dict[str, Any]) -> None:
-            kept = [r for r in data["tokens"] if not (isinstance(r, dict) and r.get("id") == token_id)]
+            kept = [
+                r for r in data["tokens"] if not (isinstance(r, dict) and r.get("id") == token_id)
+            ]
             if len(kept) == len(data["tokens"]):
                 raise LimsError("not_found", "No proxy token has that id.")
             revoked.extend(r for r in data["tokens"] if r not in kept)

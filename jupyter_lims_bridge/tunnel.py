@@ -66,7 +66,7 @@ class FrameScanner:
     would carry any amount of data past it.
     """
 
-    __slots__ = ("limit", "messages", "close_code", "_skip", "_held", "_message")
+    __slots__ = ("_held", "_message", "_skip", "close_code", "limit", "messages")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -282,5 +282,11 @@ def _backlog(stream: IOStream) -> int:
     return getattr(stream, "_write_buffer_size", HIGH_WATER + 1)
 
 
-__all__ = ["CLOSE_POLICY", "CLOSE_PROTOCOL_ERROR", "CLOSE_TOO_BIG", "FrameScanner", "Tunnel",
-           "close_frame"]
+__all__ = [
+    "CLOSE_POLICY",
+    "CLOSE_PROTOCOL_ERROR",
+    "CLOSE_TOO_BIG",
+    "FrameScanner",
+    "Tunnel",
+    "close_frame",
+]

@@ -46,6 +46,7 @@ _OPTIONAL = frozenset({"proxied_path"})
 
 def _pattern(template: str) -> str:
     escaped = re.escape(template).replace(r"\{", "{").replace(r"\}", "}")
+
     def group(match: re.Match[str]) -> str:
         name = match[1]
         return f"(?P<{name}>{_PARAMETERS[name]})" + ("?" if name in _OPTIONAL else "")

@@ -85,8 +85,9 @@ def parse_secret(text: str) -> bytes:
     except (binascii.Error, ValueError):
         raise ValueError("must be base64 after 'whsec_'") from None
     if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"must hold at least {MIN_KEY_BYTES} bytes of key, not {len(key)} "
-                         "(32 is usual)")
+        raise ValueError(
+            f"must hold at least {MIN_KEY_BYTES} bytes of key, not {len(key)} (32 is usual)"
+        )
     return key
 
 
@@ -94,8 +95,10 @@ def check_url(url: str) -> str:
     """``url`` if it is an absolute http(s) URL; ``ValueError`` otherwise."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http:// or https:// URL, e.g. "
-                         "'https://lims.example.org/api/jupyter/events'")
+        raise ValueError(
+            "must be an absolute http:// or https:// URL, e.g. "
+            "'https://lims.example.org/api/jupyter/events'"
+        )
     return url
 
 
@@ -115,8 +118,10 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: str) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(ts, tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 
@@ -172,8 +177,10 @@ class WebhookJournal:
             else:
                 orphans.append((path, fd))
         if journal is None:
-            raise RuntimeError(f"more than {MAX_JOURNALS} servers share the state directory "
-                               f"{state_dir}; give this one its own state_dir")
+            raise RuntimeError(
+                f"more than {MAX_JOURNALS} servers share the state directory "
+                f"{state_dir}; give this one its own state_dir"
+            )
         for path, fd in orphans:
             journal.adopt(cls(path, max_size=len(journal.pending) + max_size + 1, lock_fd=fd))
         return journal
@@ -205,8 +212,11 @@ class WebhookJournal:
                 unreadable += 1
         if unreadable:
             # the last line of a crash, or a damaged file: keep what is readable
-            log.warning("lims-bridge: webhook queue: skipped %d unreadable line(s) of %s",
-                        unreadable, self.path.name)
+            log.warning(
+                "lims-bridge: webhook queue: skipped %d unreadable line(s) of %s",
+                unreadable,
+                self.path.name,
+            )
 
     def _apply(self, entry: dict[str, Any]) -> None:
         op = entry["op"]
@@ -355,8 +365,11 @@ class WebhookService:
         unknown = [t for t in wanted if t not in SCHEMAS]
         if unknown:
             # a config written for a newer bridge must not stop this one loading
-            self.log.warning("lims-bridge: event_webhook_events: ignoring unknown type(s) %s; "
-                             "known: %s", ", ".join(unknown), ", ".join(SCHEMAS))
+            self.log.warning(
+                "lims-bridge: event_webhook_events: ignoring unknown type(s) %s; known: %s",
+                ", ".join(unknown),
+                ", ".join(SCHEMAS),
+            )
         self.types = [t for t in wanted if t in SCHEMAS]
         self.journal = WebhookJournal.claim(Path(state_dir), queue_size)
         self.last_error: str | None = None
@@ -430,7 +443,9 @@ class WebhookService:
         if self._drops_unreported:
             self.log.warning(
                 "lims-bridge: webhook queue full (%d events): dropped the %d oldest "
-                "(%d dropped in all)", self.journal.max_size, self._drops_unreported,
+                "(%d dropped in all)",
+                self.journal.max_size,
+                self._drops_unreported,
                 self.journal.dropped,
             )
             self._drop_warned_at = now
@@ -440,10 +455,15 @@ class WebhookService:
         key = (data.get("port"), data.get("path"), data.get("via"))
         session_id = data.get("session")  # not in the v1 schema; used once the emitter sends it
         if data.get("action") == "started":
-            self.journal.open_session({
-                "id": str(session_id or uuid.uuid4().hex), "port": key[0], "path": key[1],
-                "via": key[2], "startedAt": time.time(),
-            })
+            self.journal.open_session(
+                {
+                    "id": str(session_id or uuid.uuid4().hex),
+                    "port": key[0],
+                    "path": key[1],
+                    "via": key[2],
+                    "startedAt": time.time(),
+                }
+            )
         elif data.get("action") == "ended":
             if session_id is not None and str(session_id) in self.journal.sessions:
                 self.journal.close_session(str(session_id))
@@ -451,8 +471,9 @@ class WebhookService:
             # The v1 events carry no session id: of the open sessions with the same
             # port, path and way in, the one that started closest to now - duration.
             began = time.time() - float(data.get("durationSeconds") or 0)
-            candidates = [s for s in self.journal.sessions.values()
-                          if (s["port"], s["path"], s["via"]) == key]
+            candidates = [
+                s for s in self.journal.sessions.values() if (s["port"], s["path"], s["via"]) == key
+            ]
             if candidates:
                 best = min(candidates, key=lambda s: abs(s["startedAt"] - began))
                 self.journal.close_session(best["id"])
@@ -461,9 +482,14 @@ class WebhookService:
         """Report ``ended`` for each session the previous run started and never ended."""
         for session in list(self.journal.sessions.values()):
             if "proxy_session" in self.types:
-                data = {"action": "ended", "port": session["port"], "path": session["path"],
-                        "via": session["via"], "reason": "server_stopped",
-                        "startedAt": _iso(session["startedAt"])}
+                data = {
+                    "action": "ended",
+                    "port": session["port"],
+                    "path": session["path"],
+                    "via": session["via"],
+                    "reason": "server_stopped",
+                    "startedAt": _iso(session["startedAt"]),
+                }
                 self.enqueue("proxy_session", {k: v for k, v in data.items() if v is not None})
             self.journal.close_session(session["id"])
 
@@ -491,13 +517,15 @@ class WebhookService:
                 ok, error = await loop.run_in_executor(self._executor, self._post, msg)
                 if ok:
                     self.journal.done(msg["id"])
-            except Exception:  # noqa: BLE001 - a full disk must not end delivery for good
+            except Exception:
                 self.log.exception("lims-bridge: webhook delivery")
                 ok, error = False, "internal error"
             if ok:
                 if self._failures:
-                    self.log.info("lims-bridge: webhook delivered again after %d failed attempt(s)",
-                                  self._failures)
+                    self.log.info(
+                        "lims-bridge: webhook delivered again after %d failed attempt(s)",
+                        self._failures,
+                    )
                 self._failures = 0
                 self.last_error = None
                 continue
@@ -505,11 +533,18 @@ class WebhookService:
             self.last_error = error
             delay = self.backoff(self._failures)
             if self._failures == 1:
-                self.log.warning("lims-bridge: webhook to %s failed (%s); retrying with backoff",
-                                 safe_url(self.url), error)
+                self.log.warning(
+                    "lims-bridge: webhook to %s failed (%s); retrying with backoff",
+                    safe_url(self.url),
+                    error,
+                )
             else:
-                self.log.debug("lims-bridge: webhook attempt %d failed (%s); next in %.1f s",
-                               self._failures, error, delay)
+                self.log.debug(
+                    "lims-bridge: webhook attempt %d failed (%s); next in %.1f s",
+                    self._failures,
+                    error,
+                    delay,
+                )
             try:
                 await asyncio.wait_for(self._stopping.wait(), delay)
             except asyncio.TimeoutError:
@@ -535,8 +570,11 @@ class WebhookService:
         }
         try:
             response = self._session.post(
-                self.url, data=msg["body"].encode(), headers=headers,
-                timeout=self.timeout, allow_redirects=False,
+                self.url,
+                data=msg["body"].encode(),
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
             )
             response.close()
         except requests.Timeout:
@@ -556,7 +594,7 @@ class WebhookService:
         for event_logger, schema_id, listener in self._listeners:
             try:
                 event_logger.remove_listener(schema_id=schema_id, listener=listener)
-            except Exception:  # noqa: BLE001 - stopping must go on
+            except Exception:
                 pass
         self._listeners.clear()
         if self._task is not None:
@@ -578,5 +616,8 @@ class WebhookService:
 
     def status(self) -> dict[str, Any]:
         """``webhook`` in ``GET lims/api/status``."""
-        return {"queued": len(self.journal.pending), "dropped": self.journal.dropped,
-                "lastError": self.last_error}
+        return {
+            "queued": len(self.journal.pending),
+            "dropped": self.journal.dropped,
+            "lastError": self.last_error,
+        }

@@ -164,7 +164,9 @@ class ElnHandler(web.RequestHandler):
         eln = self.eln
         e = html.escape
         title = (
-            f"<h2><a href='{e(eln.entity(entry)['url'])}'>{e(entry.title)}</a></h2>" if heading else ""
+            f"<h2><a href='{e(eln.entity(entry)['url'])}'>{e(entry.title)}</a></h2>"
+            if heading
+            else ""
         )
         return (
             f"<section class='entry' data-entry='{e(entry.id)}'>{title}"
@@ -270,7 +272,10 @@ class NoIconHandler(web.RequestHandler):
 def quiet_log(handler: web.RequestHandler) -> None:
     """Keep the demo's terminal for the banner: log only server errors."""
     if handler.get_status() >= 500:
-        print(f"demo: {handler.get_status()} {handler.request.method} {handler.request.path}", file=sys.stderr)
+        print(
+            f"demo: {handler.get_status()} {handler.request.method} {handler.request.path}",
+            file=sys.stderr,
+        )
 
 
 def make_eln_app(context: ElnContext) -> web.Application:

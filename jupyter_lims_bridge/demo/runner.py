@@ -30,7 +30,6 @@ import tempfile
 import time
 import webbrowser
 from pathlib import Path
-from typing import Any
 
 from tornado import httpclient, httpserver, netutil
 
@@ -182,7 +181,10 @@ class Demo:
             instrument_url=self.instrument_url,
             proxy_port=service_port,
         )
-        for app, sockets in ((make_instrument_app(), service_sockets), (make_eln_app(context), eln_sockets)):
+        for app, sockets in (
+            (make_instrument_app(), service_sockets),
+            (make_eln_app(context), eln_sockets),
+        ):
             server = httpserver.HTTPServer(app)
             server.add_sockets(sockets)
             self.servers.append(server)
@@ -238,7 +240,7 @@ jupyter-lims-bridge demo is running.
 
   JupyterLab            {self.lab_url}lab
   instrument simulator  {self.instrument_url}/  (allowed port: {self.lab_url}lims/proxy/{proxy_port}/)
-  files, keys and logs  {self.root}{'' if self.args.keep else '  (deleted on exit)'}
+  files, keys and logs  {self.root}{"" if self.args.keep else "  (deleted on exit)"}
 
   WARNING: JupyterLab runs WITHOUT a login so that the ELN's links work in one
   click. It listens on 127.0.0.1 only, but any user or program on this machine
@@ -254,7 +256,10 @@ Press Ctrl-C to stop.
         """Until a stop signal (0) or JupyterLab's unexpected exit (1)."""
         while not self.stop_requested.is_set():
             if self.lab is not None and self.lab.poll() is not None:
-                print(f"JupyterLab exited unexpectedly with status {self.lab.returncode}.", file=sys.stderr)
+                print(
+                    f"JupyterLab exited unexpectedly with status {self.lab.returncode}.",
+                    file=sys.stderr,
+                )
                 return 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), 0.5)

@@ -97,7 +97,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
-class LimsPageHandler(BridgeMixin, ExtensionHandlerJinjaMixin, ExtensionHandlerMixin, JupyterHandler):
+class LimsPageHandler(
+    BridgeMixin, ExtensionHandlerJinjaMixin, ExtensionHandlerMixin, JupyterHandler
+):
     """Base of the HTML page handlers: errors render ``lims_error.html``."""
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

@@ -100,8 +100,9 @@ class _ProxyAuthMixin(BridgeMixin):
         return
 
     def proxy_prefix(self, port_text: str) -> str:
-        return urls.url_for("proxy_absolute" if self.absolute else "proxy", self.base_url,
-                            port=port_text)
+        return urls.url_for(
+            "proxy_absolute" if self.absolute else "proxy", self.base_url, port=port_text
+        )
 
     async def authorize_proxy(self, port_text: str) -> int:
         """The port to reach, or a :class:`LimsError`; sets ``proxy_via``."""
@@ -214,8 +215,10 @@ class _ProxyAuthMixin(BridgeMixin):
             status, body = error.status, error.to_json()
         elif isinstance(error, web.HTTPError):
             status = status_code
-            body = {"message": error.log_message or responses.get(status, "Error"),
-                    "reason": error.reason if error.reason != responses.get(status) else None}
+            body = {
+                "message": error.log_message or responses.get(status, "Error"),
+                "reason": error.reason if error.reason != responses.get(status) else None,
+            }
         else:
             status, body = status_code, {"message": "Unhandled error", "reason": None}
         self.set_status(status)  # type: ignore[attr-defined]
@@ -436,8 +439,12 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         assert self.exchange is not None
         backend = self.exchange.take_stream()
         headers = proxy.response_headers(
-            upstream_headers, port=self._port, prefix=self._prefix, absolute=self.absolute,
-            cors_origin=None, jupyter_cookies=self.bridge.port_proxy.jupyter_cookies,
+            upstream_headers,
+            port=self._port,
+            prefix=self._prefix,
+            absolute=self.absolute,
+            cors_origin=None,
+            jupyter_cookies=self.bridge.port_proxy.jupyter_cookies,
         )
         headers["Upgrade"] = "websocket"
         headers["Connection"] = "Upgrade"
@@ -464,8 +471,9 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             self.log.exception("lims-bridge: proxy: websocket tunnel to port %s failed", self._port)
         finally:
             settings.session_closed(live)
-            settings.session_ended(self._port, path, self.proxy_via, started, tunnel.messages,
-                                   tunnel.close_code)
+            settings.session_ended(
+                self._port, path, self.proxy_via, started, tunnel.messages, tunnel.close_code
+            )
 
     def _set_response_headers(self, headers: httputil.HTTPHeaders) -> None:
         if proxy.FAST_PATH:
@@ -507,4 +515,3 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
 
 class AbsoluteProxyHandler(ProxyHandler):
     absolute = True
-

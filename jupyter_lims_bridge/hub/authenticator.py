@@ -184,7 +184,9 @@ class LimsAuthenticator(Authenticator):
             raise LimsError("bad_claims", f"The token's {claim!r} claim names no user.")
         name = self.normalize_username(raw)
         if not self.validate_username(name):
-            raise LimsError("bad_claims", f"The token's {claim!r} claim is not a valid user name here.")
+            raise LimsError(
+                "bad_claims", f"The token's {claim!r} claim is not a valid user name here."
+            )
         if self.strict_username and name != raw:
             raise LimsError(
                 "wrong_user",

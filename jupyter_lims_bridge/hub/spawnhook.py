@@ -118,7 +118,9 @@ def parse_answer(raw: Any) -> MountsAnswer:
             raise MountsRefused(f"{where} must be an object.")
         name = item.get("name")
         if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
-            raise MountsRefused(f"{where}.name must be one safe path component (letters, digits, . _ -).")
+            raise MountsRefused(
+                f"{where}.name must be one safe path component (letters, digits, . _ -)."
+            )
         where = f"mount {name!r}"
         kinds = [k for k in KINDS if k in item]
         if len(kinds) != 1:
@@ -131,11 +133,18 @@ def parse_answer(raw: Any) -> MountsAnswer:
         if kind == "hostPath":
             source = {"path": _absolute_path(spec, f"{where}.hostPath")}
         elif kind == "nfs":
-            if not isinstance(spec, dict) or not isinstance(spec.get("server"), str) or not spec["server"]:
+            if (
+                not isinstance(spec, dict)
+                or not isinstance(spec.get("server"), str)
+                or not spec["server"]
+            ):
                 raise MountsRefused(f"{where}.nfs needs a 'server'.")
             if not re.match(r"^[A-Za-z0-9.:\[\]-]+$", spec["server"]):
                 raise MountsRefused(f"{where}.nfs.server must be a host name or address.")
-            source = {"server": spec["server"], "path": _absolute_path(spec.get("path"), f"{where}.nfs.path")}
+            source = {
+                "server": spec["server"],
+                "path": _absolute_path(spec.get("path"), f"{where}.nfs.path"),
+            }
         else:  # pvc
             if not isinstance(spec, dict) or not isinstance(spec.get("claimName"), str):
                 raise MountsRefused(f"{where}.pvc needs a 'claimName'.")
@@ -228,9 +237,20 @@ def apply_answer(spawner: Any, answer: MountsAnswer, mount_root: str, log: Any) 
         for m in answer.mounts:
             vname = volume_name(m.name)
             if m.kind == "nfs":
-                source = {"nfs": {"server": m.source["server"], "path": _braces(m.source["path"]), "readOnly": m.read_only}}
+                source = {
+                    "nfs": {
+                        "server": m.source["server"],
+                        "path": _braces(m.source["path"]),
+                        "readOnly": m.read_only,
+                    }
+                }
             elif m.kind == "pvc":
-                source = {"persistentVolumeClaim": {"claimName": m.source["claimName"], "readOnly": m.read_only}}
+                source = {
+                    "persistentVolumeClaim": {
+                        "claimName": m.source["claimName"],
+                        "readOnly": m.read_only,
+                    }
+                }
             else:
                 source = {"hostPath": {"path": _braces(m.source["path"]), "type": "Directory"}}
             volumes.append({"name": vname, **source})
@@ -248,14 +268,20 @@ def apply_answer(spawner: Any, answer: MountsAnswer, mount_root: str, log: Any) 
             spawner.gid = answer.gid
             spawner.fs_gid = answer.gid
         if answer.supplemental_gids:
-            existing = spawner.supplemental_gids if isinstance(spawner.supplemental_gids, list) else []
+            existing = (
+                spawner.supplemental_gids if isinstance(spawner.supplemental_gids, list) else []
+            )
             spawner.supplemental_gids = list(dict.fromkeys([*existing, *answer.supplemental_gids]))
     elif kind == "docker":
         volumes = dict(spawner.volumes)
         read_only = dict(spawner.read_only_volumes)
         for m in answer.mounts:
             if m.kind != "hostPath":
-                log.warning("LimsSpawnHook: DockerSpawner cannot bind the %s store %r; skipped", m.kind, m.name)
+                log.warning(
+                    "LimsSpawnHook: DockerSpawner cannot bind the %s store %r; skipped",
+                    m.kind,
+                    m.name,
+                )
                 continue
             target = f"{root}/{m.name}"
             if m.read_only:
@@ -275,11 +301,18 @@ def apply_answer(spawner: Any, answer: MountsAnswer, mount_root: str, log: Any) 
             host_config = spawner.extra_host_config
             if isinstance(host_config, dict):
                 groups = [*host_config.get("group_add", []), *map(str, answer.supplemental_gids)]
-                spawner.extra_host_config = {**host_config, "group_add": list(dict.fromkeys(groups))}
+                spawner.extra_host_config = {
+                    **host_config,
+                    "group_add": list(dict.fromkeys(groups)),
+                }
     else:
         for m in answer.mounts:
             if m.kind != "hostPath":
-                log.warning("LimsSpawnHook: a local process cannot mount the %s store %r; skipped", m.kind, m.name)
+                log.warning(
+                    "LimsSpawnHook: a local process cannot mount the %s store %r; skipped",
+                    m.kind,
+                    m.name,
+                )
                 continue
             paths[m.name] = m.source["path"]
     env = dict(spawner.environment)
@@ -381,7 +414,9 @@ class LimsSpawnHook(LoggingConfigurable):
                 self.log.warning("LimsSpawnHook: no LIMS mounts for %s: %s", name, e)
                 return {}
             self.log.error("LimsSpawnHook: spawn of %s refused: %s", name, e)
-            raise LimsSpawnError(f"The LIMS data for your server could not be prepared: {e}") from None
+            raise LimsSpawnError(
+                f"The LIMS data for your server could not be prepared: {e}"
+            ) from None
         paths = apply_answer(spawner, answer, self.mount_root, self.log)
         self.log.info("LimsSpawnHook: %s gets LIMS mounts %s", name, sorted(paths))
         return paths
@@ -408,7 +443,11 @@ class LimsSpawnHook(LoggingConfigurable):
             except HTTPClientError as e:
                 # the LIMS's body is never shown: it might echo the request
                 if e.code in (429,) or e.code >= 500 or e.code == 599:
-                    problem = f"the LIMS answered {e.code}" if e.code != 599 else "the LIMS did not answer in time"
+                    problem = (
+                        f"the LIMS answered {e.code}"
+                        if e.code != 599
+                        else "the LIMS did not answer in time"
+                    )
                     if not last:
                         await asyncio.sleep(delay)
                         delay *= 2
@@ -420,7 +459,9 @@ class LimsSpawnHook(LoggingConfigurable):
                     await asyncio.sleep(delay)
                     delay *= 2
                     continue
-                raise MountsRefused(f"the LIMS is not reachable ({attempt + 1} attempts).") from None
+                raise MountsRefused(
+                    f"the LIMS is not reachable ({attempt + 1} attempts)."
+                ) from None
             if len(response.body) > MAX_ANSWER_BYTES:
                 raise MountsRefused("the LIMS's answer is too large.")
             try:

@@ -240,7 +240,9 @@ class Downloader:
         job.bytes_total = st.st_size
         hasher = _sha256_prefix(job.target, None, self._stopping, progress=job)
         if hasher.hexdigest() != job.sha256:
-            raise JobFailed("conflict", f"A different file named {job.name} is already there; it is kept.")
+            raise JobFailed(
+                "conflict", f"A different file named {job.name} is already there; it is kept."
+            )
         self._verified[job.target] = (st.st_ino, st.st_size, st.st_mtime_ns, job.sha256)
 
     def run(self, job: Job) -> None:
@@ -255,7 +257,9 @@ class Downloader:
         while True:
             self._check_stopping()
             if job.target.exists() or job.target.is_symlink():
-                raise JobFailed("conflict", f"A different file named {job.name} appeared; it is kept.")
+                raise JobFailed(
+                    "conflict", f"A different file named {job.name} appeared; it is kept."
+                )
             offset, validator = self._resumable_offset(job)
             if hasher is None or hashed != offset:
                 hasher = _new_hasher(job)
@@ -270,7 +274,9 @@ class Downloader:
                 hasher, hashed = None, -1
                 attempt += 1
                 if attempt > self.retries + 1:
-                    raise JobFailed("download_failed", "The server keeps sending inconsistent ranges.")
+                    raise JobFailed(
+                        "download_failed", "The server keeps sending inconsistent ranges."
+                    ) from None
                 continue
             except _Retry as e:
                 attempt += 1
@@ -306,7 +312,10 @@ class Downloader:
             meta = json.loads(job.meta.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = None
-        if not isinstance(meta, dict) or {k: meta.get(k) for k in ("url", "sha256", "size")} != job.identity():
+        if (
+            not isinstance(meta, dict)
+            or {k: meta.get(k) for k in ("url", "sha256", "size")} != job.identity()
+        ):
             unlink(job.partial)
             unlink(job.meta)
             return 0, None
@@ -345,13 +354,17 @@ class Downloader:
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 raise _Retry("connection failed") from None
             except requests.RequestException as e:
-                raise JobFailed("download_failed", f"The request failed ({type(e).__name__}).") from None
+                raise JobFailed(
+                    "download_failed", f"The request failed ({type(e).__name__})."
+                ) from None
             if response.is_redirect:
                 location = response.headers.get("Location", "")
                 response.close()
                 url = urljoin(url, location)
                 if not url_allowed(url, self.url_prefixes):
-                    raise JobFailed("url_not_allowed", "The server redirected to a URL that is not allowed.")
+                    raise JobFailed(
+                        "url_not_allowed", "The server redirected to a URL that is not allowed."
+                    )
                 continue
             return response
         raise JobFailed("download_failed", "Too many redirects.")
@@ -377,7 +390,9 @@ class Downloader:
                 raise _Restart()
             if status not in (200, 206):
                 if status in (404, 410):
-                    raise JobFailed("download_failed", f"The server answered HTTP {status}: not found.")
+                    raise JobFailed(
+                        "download_failed", f"The server answered HTTP {status}: not found."
+                    )
                 raise JobFailed(
                     "download_failed", f"The server answered HTTP {status}.", keep_partial=True
                 )
@@ -388,8 +403,10 @@ class Downloader:
                 m = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
                 if not offset or m is None or int(m.group(1)) != offset:
                     raise _Restart()
-                total = int(m.group(3)) if m.group(3) != "*" else (
-                    offset + length if length is not None else None
+                total = (
+                    int(m.group(3))
+                    if m.group(3) != "*"
+                    else (offset + length if length is not None else None)
                 )
                 mode = "ab"
             else:
@@ -418,14 +435,18 @@ class Downloader:
                         f"The disk is full: {job.name} needs {human_size(total - offset)}, "
                         f"only {human_size(free)} is free.",
                     )
-            meta = {**job.identity(), "validator": response.headers.get("ETag")
-                    or response.headers.get("Last-Modified")}
+            meta = {
+                **job.identity(),
+                "validator": response.headers.get("ETag") or response.headers.get("Last-Modified"),
+            }
             if mode == "wb" or not job.meta.exists():
                 _write_small(job.meta, json.dumps(meta))
             self._stream(job, response, offset, mode, hasher)
             return hasher
 
-    def _stream(self, job: Job, response: requests.Response, offset: int, mode: str, hasher: Any) -> None:
+    def _stream(
+        self, job: Job, response: requests.Response, offset: int, mode: str, hasher: Any
+    ) -> None:
         """Copy the body into the partial file, hashing as it goes."""
         limit = job.size if job.size is not None else self.max_download_bytes
         done = offset
@@ -436,7 +457,11 @@ class Downloader:
         raw = response.raw
         # hashing runs beside the transfer in its own thread (hashlib releases the GIL)
         digest = _HashThread(hasher) if job.sha256 is not None else None
-        fd = os.open(job.partial, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC), 0o644)
+        fd = os.open(
+            job.partial,
+            os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC),
+            0o644,
+        )
         try:
             while True:
                 if self._stopping.is_set():
@@ -449,9 +474,9 @@ class Downloader:
                 except requests.Timeout:
                     raise _Retry("timed out") from None
                 except Exception as e:  # urllib3's own errors: protocol, read timeout
-                    if e.__class__.__module__.startswith(("urllib3", "http.client", "socket")) or isinstance(
-                        e, (ConnectionError, socket.timeout)
-                    ):
+                    if e.__class__.__module__.startswith(
+                        ("urllib3", "http.client", "socket")
+                    ) or isinstance(e, (ConnectionError, socket.timeout)):
                         raise _Retry("connection cut") from None
                     raise
                 n = len(chunk)
@@ -460,10 +485,12 @@ class Downloader:
                 if done + n > limit:
                     if job.size is not None:
                         raise JobFailed(
-                            "checksum_mismatch", f"The server sent more than {job.size} bytes for {job.name}."
+                            "checksum_mismatch",
+                            f"The server sent more than {job.size} bytes for {job.name}.",
                         )
                     raise JobFailed(
-                        "too_large", f"{job.name} is more than the {human_size(self.max_download_bytes)} allowed."
+                        "too_large",
+                        f"{job.name} is more than the {human_size(self.max_download_bytes)} allowed.",
                     )
                 written = os.write(fd, chunk)
                 while written < n:
@@ -590,13 +617,17 @@ def _place(partial: Path, target: Path, name: str) -> None:
     try:
         os.link(partial, target)  # fails if anything appeared at ``target`` meanwhile
     except FileExistsError:
-        raise JobFailed("conflict", f"A different file named {name} appeared; it is kept.") from None
+        raise JobFailed(
+            "conflict", f"A different file named {name} appeared; it is kept."
+        ) from None
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
         # a filesystem without hard links: rename, after checking (a narrow race remains)
         if target.exists() or target.is_symlink():
-            raise JobFailed("conflict", f"A different file named {name} appeared; it is kept.") from None
+            raise JobFailed(
+                "conflict", f"A different file named {name} appeared; it is kept."
+            ) from None
         os.rename(partial, target)
     else:
         os.unlink(partial)
@@ -637,5 +668,5 @@ def interrupt(response: Any) -> None:
     try:
         sock = response.raw._connection.sock  # urllib3 2.x
         sock.shutdown(socket.SHUT_RDWR)
-    except Exception:  # noqa: BLE001 - the read timeout ends it otherwise
+    except Exception:
         pass

@@ -116,7 +116,9 @@ class Planner:
                 if item.size is not None and item.size > self.max_download_bytes:
                     raise LimsError("too_large", f"Data item {item.name!r} is too large.")
                 if item.sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", item.sha256):
-                    raise LimsError("bad_claims", f"Data item {item.name!r}: sha256 is not 64 hex digits.")
+                    raise LimsError(
+                        "bad_claims", f"Data item {item.name!r}: sha256 is not 64 hex digits."
+                    )
                 planned.append(PlannedItem(item, target, api_path))
             else:
                 planned.append(PlannedItem(item, target, api_path, self.mount_source(item, roots)))
@@ -140,12 +142,16 @@ class Planner:
         if not any(part not in ("", ".") for part in rel.split("/")):
             # "", "." or "./": a data item names something inside the store, never
             # the whole store
-            raise LimsError("path_not_allowed", f"Data item {item.name!r}: path names no item of the store.")
+            raise LimsError(
+                "path_not_allowed", f"Data item {item.name!r}: path names no item of the store."
+            )
         # resolve() follows symlinks inside the store: one pointing out of it is refused
         source = contained(root / rel, root)
         if source == root:
             # a symlink in the store that leads back to its root
-            raise LimsError("path_not_allowed", f"Data item {item.name!r}: path names the whole store.")
+            raise LimsError(
+                "path_not_allowed", f"Data item {item.name!r}: path names the whole store."
+            )
         if not source.exists():
             raise LimsError("data_missing", f"Data item {item.name!r} does not exist in the store.")
         return source

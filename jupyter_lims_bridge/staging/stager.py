@@ -81,7 +81,9 @@ class DataStager:
         self.log = log or logging.getLogger(__name__)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._active: dict[Path, Job] = {}  # final path -> its queued/running job
-        self._verified: dict[Path, tuple[int, int, int, str]] = {}  # path -> (ino, size, mtime, sha)
+        self._verified: dict[
+            Path, tuple[int, int, int, str]
+        ] = {}  # path -> (ino, size, mtime, sha)
         self._executor: ThreadPoolExecutor | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -276,15 +278,21 @@ class DataStager:
                     job, "download_failed", f"The disk is full: {job.name} could not be stored."
                 )
             else:
-                self.log.warning("lims-bridge: staging %s: %s", job.name, e.strerror or type(e).__name__)
+                self.log.warning(
+                    "lims-bridge: staging %s: %s", job.name, e.strerror or type(e).__name__
+                )
                 self._finish_failed(
-                    job, "download_failed", f"{job.name} could not be written ({e.strerror or 'I/O error'})."
+                    job,
+                    "download_failed",
+                    f"{job.name} could not be written ({e.strerror or 'I/O error'}).",
                 )
         except requests.RequestException as e:
             # its text holds the URL (and so the query): only its type is logged
             self.log.warning("lims-bridge: staging %s failed: %s", job.name, type(e).__name__)
-            self._finish_failed(job, "download_failed", f"The download failed ({type(e).__name__}).")
-        except Exception:  # noqa: BLE001 - a job ends as failed, whatever went wrong
+            self._finish_failed(
+                job, "download_failed", f"The download failed ({type(e).__name__})."
+            )
+        except Exception:
             self.log.exception("lims-bridge: staging %s failed unexpectedly", job.name)
             self._finish_failed(job, "download_failed", "The download failed unexpectedly.")
         else:
@@ -294,11 +302,20 @@ class DataStager:
             if job.verify_only:  # the file was there already: nothing was staged
                 return
             self.log.info(
-                "lims-bridge: staged %s (%s) from %s", job.path, human_size(job.bytes_done), safe_url(job.url)
+                "lims-bridge: staged %s (%s) from %s",
+                job.path,
+                human_size(job.bytes_done),
+                safe_url(job.url),
             )
             self._emit(
-                "downloaded", job.name, job.path, url=job.url, job=job.id,
-                bytes=job.bytes_done, bytesFetched=job.bytes_fetched, seconds=round(elapsed, 3),
+                "downloaded",
+                job.name,
+                job.path,
+                url=job.url,
+                job=job.id,
+                bytes=job.bytes_done,
+                bytesFetched=job.bytes_fetched,
+                seconds=round(elapsed, 3),
             )
         finally:
             job._response = None
@@ -306,7 +323,9 @@ class DataStager:
                 if self._active.get(job.target) is job:
                     del self._active[job.target]
 
-    def _finish_failed(self, job: Job, reason: str, message: str, *, keep_partial: bool = False) -> None:
+    def _finish_failed(
+        self, job: Job, reason: str, message: str, *, keep_partial: bool = False
+    ) -> None:
         if not keep_partial:
             unlink(job.partial)
             unlink(job.meta)
@@ -319,7 +338,9 @@ class DataStager:
 
     # -- events ------------------------------------------------------------------
 
-    def _emit(self, action: str, name: str, path: str, *, url: str | None = None, **data: Any) -> None:
+    def _emit(
+        self, action: str, name: str, path: str, *, url: str | None = None, **data: Any
+    ) -> None:
         """Emit a staging event on the event loop's thread (listeners are asyncio tasks)."""
         if self.event_logger is None:
             return
