@@ -43,6 +43,7 @@ from .handlers import default_handlers
 from .handlers.proxy import still_admitted
 from .opener import Opener
 from .proxy import ProxySettings
+from .proxy_tokens import MODES as PROXY_MODES
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
 from .recent import RecentOpens
 from .staging import DataStager
@@ -287,7 +288,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         return proposal["value"]
 
     proxy_mode = Enum(
-        ["token", "open", "disabled"],
+        list(PROXY_MODES),
         "token",
         help="""Who may use the port proxy at start-up: ``token`` (the owner's session or
         a proxy token), ``open`` (anyone who can reach the server) or ``disabled``.

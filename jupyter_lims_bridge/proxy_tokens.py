@@ -37,6 +37,7 @@ PREFIX = "jlb_"
 #: 32 random bytes = 256 bits, the floor DESIGN.md sets.
 TOKEN_BYTES = 32
 FILE_NAME = "proxy_tokens.json"
+#: the proxy modes (DESIGN: ``PUT lims/api/proxy``, option ``proxy_mode``), spelled only here
 MODES = ("token", "open", "disabled")
 # A plain token is "jlb_" + 43 url-safe characters; anything far off is refused
 # before hashing so a huge header costs nothing.
@@ -338,7 +339,7 @@ class ProxyTokenStore:
 
     def save_mode(self, mode: str, configured: str) -> None:
         if mode not in MODES:
-            raise LimsError("bad_request", "'mode' must be one of token, open, disabled.")
+            raise LimsError("bad_request", f"'mode' must be one of {', '.join(MODES)}.")
         self._change(lambda data: data.update(mode={"mode": mode, "configured": configured}))
 
 

@@ -5,8 +5,9 @@ backpressure, the frame scanner that follows frame boundaries as bytes pass
 (to enforce the message size limit and the control-frame rules, count
 messages and see close codes), the close that ends a tunnel (1009 too big,
 1002 protocol error, 1008 when its client is no longer admitted:
-``close_policy``, called by ``ProxySettings.sweep``), and the session's
-activity and events through :class:`~jupyter_lims_bridge.proxy.ProxySettings`.
+``close_policy``, called by ``ProxySettings.sweep``). It reports activity
+through a callback and exposes the message count and close code; the session
+events are the handler's, through :class:`~jupyter_lims_bridge.proxy.ProxySettings`.
 
 Why byte for byte: a client's frames are masked, as the backend (to whom the
 proxy is the client) requires, and the backend's frames are unmasked, as the

@@ -11,8 +11,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,29 +19,17 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from .support.lenient_backend import LenientBackend
+from .support.net import free_port, proxy_backend
 
 HERE = Path(__file__).parent
 ELN = "https://eln.example.org"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def backend_port():
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "support" / "proxy_backend.py"), str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout.readline().strip() == "ready"
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    with proxy_backend(port):
+        yield port
 
 
 @pytest.fixture(scope="session")

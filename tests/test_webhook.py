@@ -18,7 +18,6 @@ import base64
 import json
 import logging
 import os
-import socket
 import stat
 import time
 from pathlib import Path
@@ -31,15 +30,10 @@ from jupyter_lims_bridge import events, webhook
 from jupyter_lims_bridge.app import LimsBridge
 from jupyter_lims_bridge.webhook import WebhookJournal, parse_secret, sign
 
+from .support.net import free_port
 from .support.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -16,9 +16,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import pytest
 import websocket
 
 from jupyter_lims_bridge import signing
+from tests.support.net import free_port, proxy_backend
 from tests.support.serverproc import (  # noqa: F401 - the fixtures switch pytest-jupyter off
     jp_asyncio_loop,
     jp_server_cleanup,
@@ -38,24 +36,11 @@ HERE = Path(__file__).parent
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def backend_port():
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "support" / "proxy_backend.py"), str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout.readline().strip() == "ready"
-    yield port
-    proc.terminate()
-    proc.wait(10)
+    with proxy_backend(port):
+        yield port
 
 
 @pytest.fixture

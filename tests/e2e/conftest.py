@@ -55,7 +55,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -72,6 +71,7 @@ import requests
 
 from jupyter_lims_bridge import signing
 from tests.support.browser import CHROMIUM_ARGS
+from tests.support.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -107,12 +107,6 @@ def find_chromium() -> str | None:
 
 DEPLOY_HUB_CONFIG = REPO / "deploy" / "hub_config.py"
 ELN_URL = "https://eln.example.org/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 HUB_CONFIG = r'''
