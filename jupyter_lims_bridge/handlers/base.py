@@ -62,12 +62,19 @@ class BridgeMixin:
 class LimsAPIHandler(BridgeMixin, ExtensionHandlerMixin, APIHandler):
     """Base of the JSON API handlers."""
 
+    #: set by a handler that answers before reading the request's body: tornado
+    #: then closes the connection, and the answer must say so (``Connection: close``)
+    #: or a client that reuses the connection gets a reset
+    body_left_unread = False
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, LimsError):
             self.set_status(error.status)
             self.set_header("Content-Type", "application/json")
             self.set_header("Cache-Control", "no-store")
+            if self.body_left_unread:
+                self.set_header("Connection", "close")
             self.finish(json.dumps(error.to_json()))
             return
         super().write_error(status_code, **kwargs)

@@ -77,6 +77,7 @@ class OpenHandler(LimsAPIHandler):
             # answered before a byte of the body is read (and before any work for
             # authentication); tornado then closes the connection rather than
             # read the rest
+            self.body_left_unread = True
             raise _too_large()
         await super().prepare()
 
@@ -87,6 +88,7 @@ class OpenHandler(LimsAPIHandler):
             # a chunked body (no Content-Length) that grew too large: answer now;
             # tornado drops what follows and closes the connection
             self._refused = True
+            self.body_left_unread = True
             self._body.clear()
             self.send_error(413, exc_info=(LimsError, _too_large(), None))
             self.log_exception(LimsError, _too_large(), None)

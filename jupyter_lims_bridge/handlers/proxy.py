@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from http.client import responses
 from typing import Any
 
@@ -73,6 +73,8 @@ class _ProxyAuthMixin(BridgeMixin):
     """The decision shared by the HTTP and websocket handlers."""
 
     absolute = False
+    #: the answer leaves the request's body unread, so tornado closes the connection
+    body_left_unread = False
     proxy_via: str = "none"
     #: the id of the proxy token that let the request in (``proxy_via == "token"``)
     proxy_token_id: str | None = None
@@ -224,6 +226,8 @@ class _ProxyAuthMixin(BridgeMixin):
         self.set_status(status)  # type: ignore[attr-defined]
         self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
         self.set_header("Cache-Control", "no-store")  # type: ignore[attr-defined]
+        if self.body_left_unread:
+            self.set_header("Connection", "close")  # type: ignore[attr-defined]
         if self.cors_origin:
             self.set_header("Access-Control-Allow-Origin", self.cors_origin)  # type: ignore[attr-defined]
             self.set_header("Vary", "Origin")  # type: ignore[attr-defined]
@@ -238,11 +242,29 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
 
     exchange: proxy.UpstreamExchange | None = None
+    #: an answer decided in prepare, given by the method (a refusal, or a callable)
+    _early: BaseException | Callable[[], None] | None = None
     upgrade = False
     _live: proxy.LiveSession | None = None
 
     async def prepare(self) -> None:  # type: ignore[override]
         self._transforms = []  # never re-encode a proxied body (e.g. gzip)
+        try:
+            await self._begin()
+        except Exception as error:
+            if _has_body(self.request.headers):
+                # tornado closes a connection whose request body it did not read:
+                # the answer says so (write_error), or a client reusing the
+                # connection (configurable-http-proxy does) gets a reset instead
+                self.body_left_unread = True
+                raise
+            # nothing to read: answer from the method, once tornado is done with
+            # the request, so the client's connection stays usable
+            self._early = error
+
+    async def _begin(self) -> None:
+        """Decide, then open the upstream exchange; an answer that needs no backend
+        (a CORS preflight, the slash redirect) is left in ``_early``."""
         kwargs = self.path_kwargs
         port_text = kwargs["port"]
         request = self.request
@@ -257,7 +279,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
                 self.request.method == "OPTIONS"
                 and "Access-Control-Request-Method" in self.request.headers
             ):
-                self._preflight()
+                self._early = self._preflight
                 return
         port = await self.authorize_proxy(port_text)
         if self.upgrade and self.proxy_via == "session" and not self.check_origin():
@@ -273,7 +295,7 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
         ):
             # relative links of the app only resolve under "<prefix>/"
             query = self.request.query
-            self.redirect(prefix + "/" + (f"?{query}" if query else ""))
+            self._early = lambda: self.redirect(prefix + "/" + (f"?{query}" if query else ""))
             return
         try:
             # before anything reaches the backend; "chunked": tornado de-chunks
@@ -359,6 +381,12 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
             self.exchange.done()
 
     async def _relay(self) -> None:
+        early, self._early = self._early, None
+        if isinstance(early, BaseException):
+            raise early
+        if early is not None:
+            early()
+            return
         exchange = self.exchange
         if exchange is None:
             return
@@ -515,3 +543,8 @@ class ProxyHandler(_ProxyAuthMixin, ExtensionHandlerMixin, JupyterHandler):
 
 class AbsoluteProxyHandler(ProxyHandler):
     absolute = True
+
+
+def _has_body(headers: httputil.HTTPHeaders) -> bool:
+    """Whether the request announces a body (tornado then reads it after ``prepare``)."""
+    return "Transfer-Encoding" in headers or headers.get("Content-Length", "0").strip() != "0"
