@@ -154,3 +154,15 @@ def test_demo_eln_links_open_notebooks_and_sigterm_cleans_up(demo):
         requests.get(lab_url + "api/status", timeout=2)
     with pytest.raises(requests.ConnectionError):
         requests.get(demo.eln_url, timeout=2)
+
+
+def test_make_demo_installs_only_what_the_demo_needs():
+    # the commands `make demo` would run on a clean checkout (-B: as if nothing were built)
+    root = Path(__file__).parent.parent
+    plan = subprocess.run(
+        ["make", "-n", "-B", "demo"], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert 'pip install -q -e ".[demo]"' in plan.stdout
+    assert "test,bench" not in plan.stdout and "[test" not in plan.stdout
+    assert "apt-get" not in plan.stdout and "playwright" not in plan.stdout
