@@ -16,9 +16,9 @@ from .conftest import OWNER, Lab, screenshot
 
 ENTITY = {
     "type": "sample",
-    "id": "S-77",
+    "id": "P-501",
     "title": "Lysozyme crystals",
-    "url": "https://eln.example.org/samples/S-77",
+    "url": "https://eln.example.org/samples/P-501",
 }
 
 
@@ -31,7 +31,7 @@ def wait_for_idle_kernel(page: Page) -> None:
 def test_a_notebook_from_the_template_opens_clean(page: Page, lab: Lab):
     # When a scientist follows a deep link for a new entry
     page.goto(signing.make_deep_link(lab.url, lab.private_key, sub=OWNER, entity=ENTITY))
-    page.wait_for_url(re.compile(r".*/lab/tree/.*S-77\.ipynb"))
+    page.wait_for_url(re.compile(r".*/lab/tree/.*P-501\.ipynb"))
     # and the notebook's kernel has started (it reports its language then)
     wait_for_idle_kernel(page)
     page.wait_for_timeout(1500)
@@ -43,7 +43,7 @@ def test_a_notebook_from_the_template_opens_clean(page: Page, lab: Lab):
     )
     assert state["dirty"] is False and state["kernel"] == "python3", state
     # Then its tab shows no unsaved-changes mark
-    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="S-77.ipynb")
+    tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="P-501.ipynb")
     expect(tab).to_be_visible()
     expect(tab).not_to_have_class(re.compile(r"jp-mod-dirty"))
     # and the text says nothing of data the entry does not have
@@ -102,3 +102,89 @@ def test_a_replayed_link_in_another_browser_leads_back(page: Page, lab: Lab):
     expect(page.locator("#lims-error-reason")).to_have_text("token_replayed")
     screenshot(page, "polish-error-replayed")
     del requests
+
+
+# the text of each visual line of an element (the rendered line boxes, by their top)
+LINES_JS = """el => {
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  const lines = [];
+  let top = null;
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (let i = 0; i < node.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const rect = range.getClientRects()[0];
+      if (!rect) { continue; }
+      if (top === null || rect.top > top + 2) { lines.push(''); top = rect.top; }
+      lines[lines.length - 1] += node.data[i];
+    }
+  }
+  return lines;
+}"""
+
+
+def open_panel(page: Page) -> None:
+    from .test_panel import open_panel as open_it
+
+    open_it(page)
+
+
+def test_urls_and_curl_lines_wrap_at_sensible_points(page: Page, lab: Lab):
+    # Given the panel in a narrow sidebar
+    open_panel(page)
+    page.evaluate(
+        "() => { const p = document.getElementById('jp-left-stack'); if (p) p.style.width = '260px'; "
+        "window.dispatchEvent(new Event('resize')); }"
+    )
+    page.wait_for_timeout(500)
+    port = page.locator(f'.jp-LimsBridge-Port[data-port="{lab.backend_port}"]')
+    expect(port).to_be_visible()
+    for code in (
+        port.locator(".jp-LimsBridge-Code").first,
+        port.locator(".jp-LimsBridge-Curl .jp-LimsBridge-Code"),
+    ):
+        lines = code.evaluate(LINES_JS)
+        text = code.text_content()
+        # Then a long line wraps, and each line ends after "/", "?", "&" or at a space
+        # (a space at the end of a line is not drawn)
+        assert len(lines) > 1, lines
+        position = 0
+        for line in lines[:-1]:
+            end = text.index(line.rstrip(" "), position) + len(line.rstrip(" "))
+            assert line.rstrip(" ")[-1] in "/?&" or text[end] == " ", lines
+            position = end
+        assert all(not line.endswith(":/") for line in lines), lines
+    screenshot(page, "polish-proxy-urls-wrap")
+
+
+def test_copies_of_one_entry_are_one_row_with_its_copies(page: Page, lab: Lab):
+    import requests
+
+    entity = {**ENTITY, "id": "P-502", "title": "Copies of one entry"}
+    paths = []
+    for new in (False, True, True):
+        token = signing.make_token(lab.private_key, sub=OWNER, entity=entity, notebook={"new": new})
+        r = requests.post(
+            lab.url + "lims/api/open", headers={"X-Lims-Token": token}, json={}, timeout=30
+        )
+        assert r.status_code in (200, 201), r.text
+        paths.append(r.json()["path"])
+    assert len(set(paths)) == 3
+    open_panel(page)
+    page.evaluate("() => window.jupyterapp.commands.execute('lims-bridge:refresh')")
+    row = page.locator('.jp-LimsBridge-RecentItem[data-copies="3"]')
+    expect(row).to_have_count(1)
+    expect(row.locator(".jp-LimsBridge-RecentTitle")).to_have_text("Copies of one entry")
+    expect(row.locator(".jp-LimsBridge-RecentTitle")).to_have_attribute(
+        "title", "Copies of one entry"
+    )
+    expect(row.locator(".jp-LimsBridge-RecentMeta").first).to_contain_text("3 notebooks")
+    copies = row.locator(".jp-LimsBridge-RecentCopy")
+    expect(copies).to_have_count(3)
+    expect(copies.nth(0)).to_contain_text("P-502-2.ipynb")  # newest first
+    screenshot(page, "polish-recent-grouped")
+    copies.nth(2).get_by_role("button").click()
+    expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.jp-mod-current")).to_contain_text(
+        "P-502.ipynb"
+    )
