@@ -193,3 +193,19 @@ def test_partitioned_only_on_cross_site_cookies():
     )
     assert embed.partitioned("a=1; SameSite=Lax; Secure") == "a=1; SameSite=Lax; Secure"
     assert embed.partitioned("a=1; SameSite=None; Secure; Partitioned").count("Partitioned") == 1
+
+
+def test_the_hub_can_merge_its_csp_without_jupyter_server():
+    # docs/embedding.md and deploy/hub_config.py use merge_frame_ancestors in the hub
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['jupyter_server'] = None\n"
+        "from jupyter_lims_bridge.embed import merge_frame_ancestors\n"
+        "print(merge_frame_ancestors(\"frame-ancestors 'none'\", ['https://e.org'], ''))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "frame-ancestors 'self' https://e.org", result.stderr
