@@ -183,6 +183,7 @@ def test_copies_of_one_entry_are_one_row_with_its_copies(page: Page, lab: Lab):
     copies = row.locator(".jp-LimsBridge-RecentCopy")
     expect(copies).to_have_count(3)
     expect(copies.nth(0)).to_contain_text("P-502-2.ipynb")  # newest first
+    copies.nth(2).scroll_into_view_if_needed()
     screenshot(page, "polish-recent-grouped")
     copies.nth(2).get_by_role("button").click()
     expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.jp-mod-current")).to_contain_text(
