@@ -15,6 +15,7 @@ profile that allows or blocks them (``tests/support/browser.py``). Screenshots i
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -120,6 +121,9 @@ def test_an_eln_page_frames_jupyterlab_and_follows_a_deep_link(open_browser, emb
     )
     frame_url = page.frame_locator("#jupyter").locator("body").evaluate("() => location.href")
     assert "/lab/tree/lims/sample-S-42" in frame_url  # JupyterLab in the frame, not its login
+    # and the panel's postToParent (embed.ts) finds the allowed origins in the page config
+    config = page.frame_locator("#jupyter").locator("#jupyter-config-data").text_content()
+    assert json.loads(config)["limsBridgeEmbedOrigins"] == [eln.origin]
     # the frame got its cookies as SameSite=None; Secure
     cookies = {c["name"]: c for c in page.context.cookies(embedded_lab.url)}
     assert cookies["_xsrf"]["sameSite"] == "None" and cookies["_xsrf"]["secure"]
