@@ -62,7 +62,17 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-demo: install labextension
+# The demo needs the package, JupyterLab and the panel: the demo extra, not the test
+# and bench extras (a venv that already has them, from make install, is reused as is).
+.stamp-demo: $(BIN)/python pyproject.toml
+	if [ -L $(LABEXT_LINK) ]; then rm $(LABEXT_LINK); fi
+	if [ -f .stamp-install ] && [ .stamp-install -nt pyproject.toml ]; then :; else \
+	  $(BIN)/python -m pip install -q -e ".[demo]"; fi
+	rm -f .stamp-labextension
+	touch $@
+
+demo: .stamp-demo $(LABEXT_OUT)
+	$(BIN)/jupyter-builder develop --overwrite . >/dev/null
 	$(BIN)/jupyter lims-bridge demo
 
 # ruff (lint + format) for Python, ESLint + Prettier for the panel; `make format` fixes
@@ -121,4 +131,4 @@ bench: install bench-tools
 	$(BIN)/python bench/proxy.py
 
 clean:
-	rm -rf $(VENV) $(FLOOR_VENV) build .stamp-install .stamp-labextension .stamp-floor labextension/node_modules labextension/lib jupyter_lims_bridge/labextension
+	rm -rf $(VENV) $(FLOOR_VENV) build .stamp-install .stamp-demo .stamp-labextension .stamp-floor labextension/node_modules labextension/lib jupyter_lims_bridge/labextension

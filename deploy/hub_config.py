@@ -46,11 +46,13 @@ if os.environ.get("LIMS_HUB_MOUNTS_URL"):
     c.Spawner.pre_spawn_hook = LimsSpawnHook(config=c)
 
 # Embedding JupyterLab in the ELN (optional; the users' servers need
-# LIMS_BRIDGE_EMBED_ORIGINS too, see docs/deploy.md). z2jh sets
+# LIMS_BRIDGE_EMBED_ORIGINS too, see docs/embedding.md). z2jh sets
 # c.JupyterHub.tornado_settings itself: merge into it, never replace it.
 #
+# from jupyter_lims_bridge.embed import merge_frame_ancestors
 # settings = c.JupyterHub.tornado_settings
-# settings.setdefault("headers", {})["Content-Security-Policy"] = (
-#     "frame-ancestors 'self' https://eln.example.org"
+# headers = settings.setdefault("headers", {})
+# headers["Content-Security-Policy"] = merge_frame_ancestors(
+#     headers.get("Content-Security-Policy"), ["https://eln.example.org"], "frame-ancestors 'self'"
 # )
-# settings["cookie_options"] = {"SameSite": "None", "Secure": True}
+# settings.setdefault("cookie_options", {}).update({"SameSite": "None", "Secure": True})

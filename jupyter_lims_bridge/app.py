@@ -36,6 +36,7 @@ from traitlets import (
     validate,
 )
 
+from . import embed
 from ._version import __version__
 from .claims import ReplayStore, build_verifier
 from .events import register_event_schemas
@@ -317,19 +318,45 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         Environment: ``LIMS_BRIDGE_WEBSOCKET_MAX_MESSAGE_SIZE``. Example: ``67108864``.""",
     ).tag(config=True)
 
-    embed_origins = List(
-        Unicode(),
-        help="""Origins allowed to embed this server in an iframe (added to the CSP
-        ``frame-ancestors``). Default: ``[]``. Environment: ``LIMS_BRIDGE_EMBED_ORIGINS``.
-        Example: ``["https://eln.example.org"]``.""",
-    ).tag(config=True)
-
-    @validate("cors_origins", "embed_origins")
+    @validate("cors_origins")
     def _validate_origins(self, proposal: dict[str, Any]) -> list[str]:
         for origin in proposal["value"]:
             if not re.match(r"^https?://[^/\s;,']+$", origin):
                 raise TraitError(f"{origin!r} is not an origin like 'https://eln.example.org'")
         return proposal["value"]
+
+    # -- embedding in the ELN's page (iframe) --------------------------------------
+
+    embed_origins = List(
+        Unicode(),
+        help="""Exact origins of ELN pages that may show this server in an iframe.
+
+        They join the ``frame-ancestors`` of the Content-Security-Policy of every page
+        the server sends (merged with jupyter_server's own policy); Jupyter's cookies
+        are then sent ``SameSite=None; Secure`` so they work inside the frame (HTTPS,
+        or ``localhost``/``127.0.0.1``), and the launch page and the notebook toolbar
+        post ``lims-bridge:*`` messages to the embedding page when its origin is one
+        of these. ``*``, wildcards and anything but ``scheme://host[:port]`` are
+        refused at start-up. See docs/embedding.md for the matching JupyterHub
+        settings. Default: ``[]`` (no framing by other sites). Environment:
+        ``LIMS_BRIDGE_EMBED_ORIGINS``. Example: ``["https://eln.example.org"]``.""",
+    ).tag(config=True)
+
+    @validate("embed_origins")
+    def _validate_embed_origins(self, proposal: dict[str, Any]) -> list[str]:
+        try:
+            return [embed.check_origin(o) for o in proposal["value"]]
+        except ValueError as e:
+            raise TraitError(f"embed_origins: {e}") from None
+
+    embed_partitioned_cookies = Bool(
+        False,
+        help="""Whether Jupyter's cookies also carry ``Partitioned`` (CHIPS) when
+        ``embed_origins`` is set: the browser keeps them per embedding site. It does
+        not help a browser that blocks third-party cookies altogether (the launch
+        page then offers "Open in a new tab"). Default: ``False``.
+        Environment: ``LIMS_BRIDGE_EMBED_PARTITIONED_COOKIES``. Example: ``True``.""",
+    ).tag(config=True)
 
     # -- events to the LIMS (webhook) ---------------------------------------------
 
@@ -557,21 +584,36 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.port_proxy.sweep()  # at once: sessions the new mode does not admit end now
 
     def _add_frame_ancestors(self) -> None:
+        """Let ``embed_origins`` frame every page, keep their cookies in the frame,
+        and tell the panel (page config) where it may post messages."""
         if not self.embed_origins:
             return
-        headers = self.serverapp.web_app.settings.setdefault("headers", {})
-        csp = headers.get("Content-Security-Policy") or (
-            "frame-ancestors 'self'; report-uri "
-            + self.serverapp.base_url.rstrip("/")
-            + "/api/security/csp-report"
+        web_settings = self.serverapp.web_app.settings
+        # jupyter_server copies the web app's settings into ours before this runs
+        # and writes ours back afterwards: change both, or the write-back undoes it
+        headers = dict(web_settings.get("headers") or {})
+        default_csp = "frame-ancestors 'self'; report-uri " + web_settings.get(
+            "csp_report_uri",
+            self.serverapp.base_url.rstrip("/") + "/api/security/csp-report",
         )
-        origins = " ".join(self.embed_origins)
-        if "frame-ancestors" in csp:
-            csp = re.sub(r"frame-ancestors([^;]*)", rf"frame-ancestors\1 {origins}", csp, count=1)
-        else:
-            csp = f"frame-ancestors 'self' {origins}; {csp}"
-        headers["Content-Security-Policy"] = csp
-        self.settings["headers"] = headers
+        headers["Content-Security-Policy"] = embed.merge_frame_ancestors(
+            headers.get("Content-Security-Policy"), self.embed_origins, default_csp
+        )
+        attributes = embed.cookie_attributes()
+        xsrf = embed.with_cookie_attributes(web_settings.get("xsrf_cookie_kwargs"), attributes)
+        page_config = dict(web_settings.get("page_config_data") or {})
+        page_config["limsBridgeEmbedOrigins"] = list(self.embed_origins)
+        for settings in (web_settings, self.settings):
+            settings["headers"] = headers
+            settings["xsrf_cookie_kwargs"] = xsrf
+            settings["page_config_data"] = page_config
+        # the login cookie: the identity provider reads its own options at each login
+        provider = self.serverapp.identity_provider
+        provider.cookie_options = embed.with_cookie_attributes(provider.cookie_options, attributes)
+        web_settings["cookie_options"] = self.settings["cookie_options"] = provider.cookie_options
+        transforms = self.serverapp.web_app.transforms
+        if self.embed_partitioned_cookies and embed.PartitionedCookies not in transforms:
+            transforms.append(embed.PartitionedCookies)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers)
@@ -597,4 +639,5 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             "mounts": sorted(self.data_mounts),
             "recent": self.recent.list(),
             "webhook": self.webhook.status() if getattr(self, "webhook", None) else None,
+            "embed": {"origins": list(self.embed_origins)},
         }

@@ -403,7 +403,13 @@ class OpenTokenVerifier:
             except jwt.InvalidSignatureError:
                 continue  # another candidate key may have signed it
             except jwt.ExpiredSignatureError:
-                raise LimsError("token_expired", "The link has expired.") from None
+                # PyJWT checks the signature before the times: this key signed it,
+                # so the error page may offer the way back to the entry it names
+                raise LimsError(
+                    "token_expired",
+                    "The link has expired.",
+                    claims=_expired_claims(token, key, alg),
+                ) from None
             except jwt.ImmatureSignatureError:
                 raise LimsError(
                     "token_expired", "The token is not valid yet (check the clocks)."
@@ -465,6 +471,19 @@ class OpenTokenVerifier:
             data=data,
             extra=extra,
         )
+
+
+def _expired_claims(token: str, key: Any, alg: str) -> dict[str, Any] | None:
+    """The claims of an expired token whose signature ``key`` verified: only its
+    ``entity`` (for the way back), never trusted for anything else."""
+    try:
+        claims = jwt.decode(
+            token, key=key, algorithms=[alg], options={"verify_exp": False, "verify_aud": False}
+        )
+    except jwt.PyJWTError:
+        return None
+    entity = claims.get("entity")
+    return {"entity": entity} if isinstance(entity, dict) else None
 
 
 @contextmanager

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import platform
 import re
+import sys
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -129,9 +131,47 @@ def _compiled(is_code: bool, source: str) -> Any:
     return (CODE_ENV if is_code else MARKDOWN_ENV).from_string(source)
 
 
+#: The kernelspec of a template that names none: the Python kernel every Jupyter has.
+DEFAULT_KERNELSPEC = {
+    "name": "python3",
+    "display_name": "Python 3 (ipykernel)",
+    "language": "python",
+}
+
+
+def python_language_info() -> dict[str, Any]:
+    """What ipykernel reports as ``language_info`` when it runs this interpreter."""
+    return {
+        "name": "python",
+        "version": platform.python_version(),
+        "mimetype": "text/x-python",
+        "codemirror_mode": {"name": "ipython", "version": sys.version_info[0]},
+        "pygments_lexer": f"ipython{sys.version_info[0]}",
+        "nbconvert_exporter": "python",
+        "file_extension": ".py",
+    }
+
+
+def complete_kernel_metadata(metadata: dict[str, Any]) -> None:
+    """Fill the kernel and language metadata the way the kernel will report them.
+
+    JupyterLab writes what the kernel reports into the notebook as soon as it
+    starts; anything missing or different in the file then shows as an unsaved
+    change on a notebook nobody touched. A Python template gets the full
+    ``language_info`` of this server's interpreter (the one the default
+    ``python3`` kernel runs); a field the template sets is kept.
+    """
+    kernelspec = metadata.setdefault("kernelspec", dict(DEFAULT_KERNELSPEC))
+    info = metadata.setdefault("language_info", {"name": kernelspec.get("language", "python")})
+    if info.get("name") == "python" and kernelspec.get("name") == "python3":
+        for key, value in python_language_info().items():
+            info.setdefault(key, value)
+
+
 def render_notebook(template: dict[str, Any], context: dict[str, Any]) -> Any:
     """Render each cell of a template notebook with ``context``; returns a NotebookNode."""
     nb = nbformat.from_dict(template)
+    complete_kernel_metadata(nb.metadata)
     for cell in nb.cells:
         cell.setdefault("id", uuid.uuid4().hex[:8])
         source = cell.get("source", "")

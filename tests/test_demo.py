@@ -140,9 +140,33 @@ def test_demo_eln_links_open_notebooks_and_sigterm_cleans_up(demo):
     readings = requests.get(instrument + "/api/readings?sample=S-1&n=3", timeout=10).json()
     assert [r["well"] for r in readings["readings"]] == ["A1", "A2", "A3"]
     port = instrument.rsplit(":", 1)[1]
-    proxied = requests.get(lab_url + f"lims/proxy/{port}/api/readings?sample=S-1&n=3", timeout=10)
+    proxy = lab_url + f"lims/proxy/{port}/api/readings?sample=S-1&n=3"
+    # a client with neither a login nor a proxy token is refused ...
+    refused = requests.get(proxy, timeout=10)
+    assert refused.status_code in (401, 403), refused.text
+    # ... the scientist's own (signed-in) browser passes ...
+    login = parse_qs(link.query)["token"][0]
+    browser = requests.Session()
+    assert browser.get(lab_url + f"lab?token={login}", timeout=30).status_code == 200
+    for cookie in browser.cookies:
+        # Secure (embed_origins is set): a browser sends it to http://127.0.0.1, requests not
+        cookie.secure = False
+    proxied = browser.get(proxy, timeout=10)
     assert proxied.status_code == 200, proxied.text
     assert proxied.json() == readings
+    # ... and so does a client with the proxy token the ELN page shows, tried live there
+    tries = re.findall(r"<pre class='proxy-try' data-status='(\d+)'>([^<]*)</pre>", page.text)
+    assert tries[0][0] in ("401", "403") and tries[1][0] == "200", tries
+    proxy_token = re.search(r"X-Proxy-Token: ([\w-]+)", html.unescape(tries[1][1])).group(1)
+    with_token = requests.get(proxy, headers={"X-Proxy-Token": proxy_token}, timeout=10)
+    assert with_token.status_code == 200 and with_token.json() == readings
+
+    # and the ELN shows JupyterLab embedded, from another site (localhost), allowed by CSP
+    embedded = requests.get(demo.eln_url + "entries/S-1/embedded", timeout=10).text
+    src = html.unescape(re.search(r"<iframe id='jupyter' src='([^']+)'", embedded).group(1))
+    assert src.startswith(f"http://localhost:{link.port}/lims/open?lims_token=")
+    csp = requests.get(src.replace("localhost", "127.0.0.1"), timeout=10).headers
+    assert demo.eln_url.rstrip("/") in csp["Content-Security-Policy"]
 
     # When the demo gets SIGTERM
     demo.proc.send_signal(signal.SIGTERM)
@@ -154,3 +178,15 @@ def test_demo_eln_links_open_notebooks_and_sigterm_cleans_up(demo):
         requests.get(lab_url + "api/status", timeout=2)
     with pytest.raises(requests.ConnectionError):
         requests.get(demo.eln_url, timeout=2)
+
+
+def test_make_demo_installs_only_what_the_demo_needs():
+    # the commands `make demo` would run on a clean checkout (-B: as if nothing were built)
+    root = Path(__file__).parent.parent
+    plan = subprocess.run(
+        ["make", "-n", "-B", "demo"], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert 'pip install -q -e ".[demo]"' in plan.stdout
+    assert "test,bench" not in plan.stdout and "[test" not in plan.stdout
+    assert "apt-get" not in plan.stdout and "playwright" not in plan.stdout

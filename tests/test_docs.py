@@ -23,3 +23,11 @@ def test_readme_names_the_two_commands_and_every_cli_subcommand():
     readme = (ROOT / "README.md").read_text()
     for text in ("make demo", "make test", "keygen", "sign", "verify", "tokens", "demo"):
         assert text in readme
+
+
+def test_readme_names_the_prerequisites_and_links_embedding():
+    readme = (ROOT / "README.md").read_text()
+    prerequisites = readme.split("## Prerequisites", 1)[1].split("\n## ", 1)[0]
+    for text in ("Python ≥ 3.10", "Node.js", "npm", "apt-get", "root", "Chromium"):
+        assert text in prerequisites, text
+    assert "docs/embedding.md" in readme

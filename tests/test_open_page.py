@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import html
 import re
+import time
 
 import pytest
+
+from jupyter_lims_bridge.wording import explain
 
 from .conftest import files_under
 
@@ -70,7 +73,9 @@ async def test_invalid_links_render_a_readable_error_page(jp_fetch, sign, spec, 
     assert response.code == status
     assert response.headers["Content-Type"].startswith("text/html")
     assert f'data-reason="{reason}"' in text
-    assert "This link cannot be opened" in text
+    # a heading in a scientist's words, the reason small underneath
+    assert f"<h1>{html.escape(explain(reason)['heading'])}</h1>" in text
+    assert f'<code class="lims-reason">{reason}</code>' in text
     if token:
         assert token not in text
 
@@ -78,7 +83,40 @@ async def test_invalid_links_render_a_readable_error_page(jp_fetch, sign, spec, 
 async def test_wrong_user_page_links_back_to_the_eln_entry(jp_fetch, sign):
     text = (await page(jp_fetch, sign(sub="bob"))).body.decode()
     assert 'href="https://eln.example.org/samples/S-42"' in text
-    assert "different user" in text
+    assert "made for someone else" in text
+
+
+async def test_expired_link_leads_back_to_the_eln_entry(jp_fetch, sign, jp_base_url):
+    # Given a link whose signature verifies but whose time is over
+    token = sign(iat=int(time.time()) - 400, exp=int(time.time()) - 100)
+    # When the browser opens it
+    response = await page(jp_fetch, token)
+    text = response.body.decode()
+    # Then the page says so in plain words and leads back to the entry it names
+    assert response.code == 401
+    assert "This link has expired" in text
+    assert re.search(r'id="lims-back" href="https://eln.example.org/samples/S-42"', text)
+    assert f'id="lims-home" href="{jp_base_url}' in text
+    assert '<code class="lims-reason">token_expired</code>' in text
+
+
+async def test_link_that_does_not_verify_leads_to_jupyterlab_home(jp_fetch, jp_base_url):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from jupyter_lims_bridge import signing
+
+    claims = signing.make_claims(
+        sub="alice", entity={"type": "s", "id": "1", "url": "https://phishing.example/"}
+    )
+    import jwt
+
+    forged = jwt.encode(claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA")
+    response = await page(jp_fetch, forged)
+    text = response.body.decode()
+    assert response.code == 401
+    assert "lims-back" not in text and "phishing.example" not in text
+    assert re.search(rf'class="lims-button" id="lims-home" href="{re.escape(jp_base_url)}', text)
+    assert "does not verify" in text  # the technical message, kept small
 
 
 async def test_forged_token_gets_no_link_back(jp_fetch, sign):

@@ -13,8 +13,9 @@ Starts, in a throw-away directory that is deleted on exit:
   afresh at every page load.
 
 It prints the one URL to open (the ELN page) and runs until Ctrl-C or SIGTERM.
-JupyterLab runs without a login on 127.0.0.1 so that the ELN's links work in
-one click (see :mod:`.runner` for why, and what that means).
+JupyterLab runs on 127.0.0.1 with a token login, which the demo ELN's links
+carry so that they work in one click (see :mod:`.runner` for why, and what that
+means); the ELN page shows what a proxy token is for, and JupyterLab embedded.
 
 This package owns the demo only; it must not be imported by the server extension.
 """
@@ -36,7 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run the whole story on this machine: JupyterLab with the bridge, a demo "
         "ELN page whose entries carry signed 'Open in Jupyter' links, and an instrument "
         "simulator on an allowed port. Everything lives in a temporary directory that is "
-        "deleted on exit. JupyterLab runs WITHOUT a login, on 127.0.0.1 only.",
+        "deleted on exit. Everything listens on 127.0.0.1 only; the demo ELN's links carry "
+        "JupyterLab's login token.",
     )
     configure_parser(parser)
     parser.set_defaults(run=run)

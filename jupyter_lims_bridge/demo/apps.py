@@ -88,6 +88,14 @@ class ElnContext:
     owner: str
     instrument_url: str
     proxy_port: int
+    #: the demo JupyterLab's login token; its links carry it, standing in for
+    #: JupyterHub's login (runner.py says why)
+    lab_login: str = ""
+    #: the same JupyterLab under another host name (``localhost`` against the ELN's
+    #: ``127.0.0.1``): another site, for the embedded view
+    embed_lab_url: str = ""
+    #: a proxy token the scientist made for the instrument port (``runner.py``)
+    proxy_token: str = ""
 
     def entity(self, entry: Entry) -> dict[str, str]:
         return {
@@ -110,8 +118,14 @@ class ElnContext:
             "extra": {"instrument_url": self.instrument_url},
         }
 
-    def deep_link(self, entry: Entry, *, new: bool = False) -> str:
-        return signing.make_deep_link(self.lab_url, self.private_key, **self.claims(entry, new=new))
+    def deep_link(self, entry: Entry, *, new: bool = False, lab_url: str | None = None) -> str:
+        link = signing.make_deep_link(
+            lab_url or self.lab_url, self.private_key, **self.claims(entry, new=new)
+        )
+        return f"{link}&token={self.lab_login}" if self.lab_login else link
+
+    def proxy_url(self) -> str:
+        return f"{self.lab_url}lims/proxy/{self.proxy_port}/api/status"
 
     def token(self, entry: Entry) -> str:
         return signing.make_token(self.private_key, **self.claims(entry))
@@ -135,13 +149,14 @@ footer { color: #5a6b7b; font-size: 0.85rem; }
 """
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, *, wide: bool = False) -> str:
+    style = STYLE + ("main { max-width: none; margin: 1rem 2rem; }" if wide else "")
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         # the deep links hold tokens: do not send this page's URL or theirs as a Referer
         "<meta name='referrer' content='no-referrer'>"
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<title>{html.escape(title)}</title><style>{style}</style></head><body>"
         "<header><strong>Demo ELN</strong> <small>· plays the LIMS for jupyter-lims-bridge</small>"
         "</header><main>" + body + "</main></body></html>"
     )
@@ -175,6 +190,8 @@ class ElnHandler(web.RequestHandler):
             f"<a class='button lims-open' href='{e(eln.deep_link(entry))}'>Open in Jupyter</a>"
             f"<a class='button secondary lims-open-new' href='{e(eln.deep_link(entry, new=True))}'>"
             "Open a new copy</a>"
+            f"<a class='button secondary lims-embedded' href='{e(eln.eln_url)}entries/"
+            f"{e(entry.id)}/embedded'>Show JupyterLab in this page</a>"
             f"<form method='post' action='{e(eln.eln_url)}entries/{e(entry.id)}/open'>"
             f"{self.xsrf_form_html()}"
             "<button class='secondary' type='submit'>Open from the ELN's backend (API)</button>"
@@ -183,7 +200,44 @@ class ElnHandler(web.RequestHandler):
 
 
 class ElnIndexHandler(ElnHandler):
-    def get(self) -> None:
+    async def proxy_html(self) -> str:
+        """What a proxy token is for, tried live: the instrument's API through
+        JupyterLab's proxy, from a client without a token and from one with it."""
+        eln = self.eln
+        if not eln.proxy_token:
+            return ""
+        e = html.escape
+        url = eln.proxy_url()
+        client = httpclient.AsyncHTTPClient()
+        rows = []
+        for label, headers in (
+            ("without a token", {}),
+            ("with the proxy token", {"X-Proxy-Token": eln.proxy_token}),
+        ):
+            option = f"-H 'X-Proxy-Token: {eln.proxy_token}' " if headers else ""
+            command = f"curl -i {option}'{url}'"
+            try:
+                response = await client.fetch(
+                    url, headers=headers, raise_error=False, request_timeout=10
+                )
+                answer = f"{response.code} {response.reason}"
+            except OSError as error:
+                answer = f"no answer ({error})"
+            rows.append(
+                f"<p>A client {e(label)}:</p><pre class='proxy-try' data-status='"
+                f"{e(answer.split()[0])}'>$ {e(command)}\n→ {e(answer)}</pre>"
+            )
+        return (
+            "<section class='entry proxy-demo'><h2>What is a proxy token for?</h2>"
+            "<p>The instrument simulator listens on an allowed port; JupyterLab passes it on at "
+            f"<code>{e(url)}</code>. Your own browser, signed in to JupyterLab, passes: "
+            f"<a href='{e(url)}'>try it</a>. Any other client (a script on the instrument PC, "
+            "the ELN's server) is refused unless it holds a proxy token, which you make in "
+            "JupyterLab's LIMS panel. This demo made one for you at start. Tried just now by "
+            "the ELN's server:</p>" + "".join(rows) + "</section>"
+        )
+
+    async def get(self) -> None:
         eln = self.eln
         e = html.escape
         body = (
@@ -191,6 +245,7 @@ class ElnIndexHandler(ElnHandler):
             "Each link below is signed by the ELN just now (Ed25519, valid 5 minutes, one use); "
             "JupyterLab holds only the public key. Reload the page for fresh links.</p>"
             + "".join(self.entry_html(entry) for entry in self.entries.values())
+            + await self.proxy_html()
             + "<footer><p>JupyterLab: "
             f"<a href='{e(eln.lab_url)}lab'>{e(eln.lab_url)}lab</a> · instrument simulator: "
             f"<a href='{e(eln.instrument_url)}/'>{e(eln.instrument_url)}/</a>, also reachable "
@@ -210,6 +265,36 @@ class ElnEntryHandler(ElnHandler):
             f"<h1>{html.escape(entry.title)}</h1>" + self.entry_html(entry, heading=False)
         )
         self.finish(_page(entry.title, body))
+
+
+class ElnEmbeddedHandler(ElnHandler):
+    """The entry with JupyterLab inside the page (an iframe on another site)."""
+
+    def get(self, entry_id: str) -> None:
+        entry = self.entries.get(entry_id)
+        if entry is None:
+            raise web.HTTPError(404)
+        eln = self.eln
+        e = html.escape
+        lab_url = eln.embed_lab_url or eln.lab_url
+        body = (
+            f"<p><a href='{e(eln.eln_url)}'>← all entries</a> · JupyterLab runs on "
+            f"<code>{e(lab_url)}</code>, another site than this ELN, and allows this page to "
+            "frame it (<code>embed_origins</code>). A browser that blocks third-party cookies "
+            "gets &ldquo;Open in a new tab&rdquo; inside the frame.</p>"
+            f"<h1>{e(entry.title)}</h1>"
+            f"<iframe id='jupyter' src='{e(eln.deep_link(entry, lab_url=lab_url))}' "
+            "title='JupyterLab' style='width:100%;height:70vh;border:1px solid #c9d1d9;"
+            "border-radius:6px;background:white'></iframe>"
+            "<p class='meta'>Messages from JupyterLab:</p><pre id='messages'>(none yet)</pre>"
+            "<script>var seen = [];"
+            "window.addEventListener('message', function (ev) {"
+            f"if (ev.origin !== {json.dumps(lab_url.rstrip('/'))}) {{ return; }}"
+            "seen.push(JSON.stringify(ev.data));"
+            "document.getElementById('messages').textContent = seen.join(String.fromCharCode(10));"
+            "});</script>"
+        )
+        self.finish(_page(entry.title, body, wide=True))
 
 
 class ElnApiOpenHandler(ElnHandler):
@@ -285,6 +370,7 @@ def make_eln_app(context: ElnContext) -> web.Application:
             (r"/", ElnIndexHandler),
             (r"/entries/([A-Za-z0-9_-]+)", ElnEntryHandler),
             (r"/entries/([A-Za-z0-9_-]+)/open", ElnApiOpenHandler),
+            (r"/entries/([A-Za-z0-9_-]+)/embedded", ElnEmbeddedHandler),
             (r"/files/([A-Za-z0-9_.-]+)", ElnFileHandler),
             (r"/favicon.ico", NoIconHandler),
         ],

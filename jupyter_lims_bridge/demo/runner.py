@@ -1,16 +1,21 @@
 """Start, watch and stop the demo's processes and servers.
 
-Why JupyterLab runs without a login here: the demo shows the bridge's trust
-model - the ELN signs, Jupyter verifies with a public key - and a click on a
-link in the ELN must land in the notebook at once. With Jupyter's token login
-on, the first click would stop at a login form asking for a token the user
-never saw, and the only one-click alternative would be for the ELN to carry
-the user's Jupyter token in its links: exactly the credential sharing the
-bridge exists to avoid. In production JupyterHub logs the user in. So the
-demo turns Jupyter's login off, and limits what that exposes: the server
-listens on 127.0.0.1 only (and keeps Jupyter's Host and XSRF checks), its root
-is a throw-away directory, it runs only while the demo runs, and the banner
-says plainly that anyone on this machine can use it meanwhile.
+Why the demo ELN's links carry JupyterLab's login token: the demo shows the
+bridge's trust model - the ELN signs, Jupyter verifies with a public key - and
+a click on a link in the ELN must land in the notebook at once. In production
+JupyterHub logs the user in (LimsAuthenticator, with the link's own signed
+token); the demo has no hub, so its ELN adds JupyterLab's token to its links
+(``&token=``), which logs the browser in on the first click. JupyterLab keeps a
+real login so that what a proxy token is for can be seen: a client without one
+is refused by ``lims/proxy/<port>/`` while the signed-in browser passes. What
+that exposes is limited: the servers listen on 127.0.0.1 only, the ELN page
+(which shows the token) is served only there, the root is a throw-away
+directory, everything stops with the demo, and the banner says that anyone on
+this machine who reads the ELN page can use JupyterLab meanwhile. Never let a
+real ELN carry a Jupyter token.
+
+JupyterLab also allows the demo ELN to frame it (``embed_origins``), reached as
+``localhost`` from the ELN on ``127.0.0.1``: another site, as a real ELN is.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import getpass
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -101,7 +107,7 @@ def make_files(root: Path) -> dict[str, Path]:
     return paths
 
 
-def lab_command(port: int, root_dir: Path) -> list[str]:
+def lab_command(port: int, root_dir: Path, login: str) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -111,9 +117,8 @@ def lab_command(port: int, root_dir: Path) -> list[str]:
         f"--ServerApp.port={port}",
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={root_dir}",
-        # no login for the demo: see the module docstring
-        "--IdentityProvider.token=",
-        "--PasswordIdentityProvider.hashed_password=",
+        # a real login (a token): see the module docstring
+        f"--IdentityProvider.token={login}",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--ServerApp.allow_root=True")
@@ -123,6 +128,7 @@ def lab_command(port: int, root_dir: Path) -> list[str]:
 def lab_environment(
     paths: dict[str, Path], *, owner: str, eln_url: str, service_port: int
 ) -> dict[str, str]:
+    """The bridge's settings, as a spawner would pass them (environment only)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -139,6 +145,8 @@ def lab_environment(
             "LIMS_BRIDGE_ALLOWED_PORTS": str(service_port),
             "LIMS_BRIDGE_TEMPLATES_DIR": str(HERE / "templates"),
             "LIMS_BRIDGE_STATE_DIR": str(paths["state"]),
+            # the demo ELN may show JupyterLab inside its pages
+            "LIMS_BRIDGE_EMBED_ORIGINS": eln_url.rstrip("/"),
             # keep the demo out of the user's own Jupyter config, data and settings
             "JUPYTER_CONFIG_DIR": str(paths["jupyter"] / "config"),
             "JUPYTER_DATA_DIR": str(paths["jupyter"] / "data"),
@@ -172,14 +180,18 @@ class Demo:
         eln_url = f"http://{HOST}:{eln_port}/"
         self.lab_url = f"http://{HOST}:{lab_port}/"
         self.instrument_url = f"http://{HOST}:{service_port}"
+        self.lab_login = secrets.token_urlsafe(24)
 
-        context = ElnContext(
+        context = self.context = ElnContext(
             private_key=signing.load_private_key(paths["keys"] / "eln-private.pem"),
             eln_url=eln_url,
             lab_url=self.lab_url,
             owner=owner,
             instrument_url=self.instrument_url,
             proxy_port=service_port,
+            lab_login=self.lab_login,
+            # another site than the ELN on 127.0.0.1 (same server)
+            embed_lab_url=f"http://localhost:{lab_port}/",
         )
         for app, sockets in (
             (make_instrument_app(), service_sockets),
@@ -192,7 +204,7 @@ class Demo:
         self.lab_log = self.root / "jupyterlab.log"
         with open(self.lab_log, "wb") as log:
             self.lab = subprocess.Popen(
-                lab_command(lab_port, paths["notebooks"]),
+                lab_command(lab_port, paths["notebooks"], self.lab_login),
                 cwd=paths["notebooks"],
                 env=lab_environment(paths, owner=owner, eln_url=eln_url, service_port=service_port),
                 stdout=log,
@@ -203,7 +215,23 @@ class Demo:
                 start_new_session=True,
             )
         await self.wait_for_lab()
+        context.proxy_token = await self.make_proxy_token(service_port)
         return eln_url
+
+    async def make_proxy_token(self, port: int) -> str:
+        """What the scientist would do in the LIMS panel: a proxy token for the
+        instrument's port, for clients that are not their browser."""
+        response = await httpclient.AsyncHTTPClient().fetch(
+            self.lab_url + "lims/api/tokens",
+            method="POST",
+            headers={"Authorization": f"token {self.lab_login}"},
+            body=json.dumps({"name": "instrument PC (demo)", "ports": [port]}),
+            raise_error=False,
+            request_timeout=10,
+        )
+        if response.code != 201:
+            raise DemoError(f"JupyterLab refused to make a proxy token ({response.code})")
+        return json.loads(response.body)["token"]
 
     async def wait_for_lab(self) -> None:
         client = httpclient.AsyncHTTPClient()
@@ -216,7 +244,10 @@ class Demo:
                 raise DemoError("stopped while JupyterLab was starting")
             try:
                 response = await client.fetch(
-                    self.lab_url + "lims/api/status", raise_error=False, request_timeout=5
+                    self.lab_url + "lims/api/status",
+                    headers={"Authorization": f"token {self.lab_login}"},
+                    raise_error=False,
+                    request_timeout=5,
                 )
             except OSError:
                 response = None
@@ -238,14 +269,19 @@ jupyter-lims-bridge demo is running.
   The demo ELN above lists a few entries; "Open in Jupyter" follows a link the
   ELN signed just now, and JupyterLab opens a notebook made for that entry.
 
-  JupyterLab            {self.lab_url}lab
+  JupyterLab            {self.lab_url}lab?token={self.lab_login}
+  JupyterLab embedded   {eln_url}entries/S-1/embedded  (JupyterLab as localhost: another site)
   instrument simulator  {self.instrument_url}/  (allowed port: {self.lab_url}lims/proxy/{proxy_port}/)
   files, keys and logs  {self.root}{"" if self.args.keep else "  (deleted on exit)"}
 
-  WARNING: JupyterLab runs WITHOUT a login so that the ELN's links work in one
-  click. It listens on 127.0.0.1 only, but any user or program on this machine
-  can use it (and run code as you) while the demo runs. Never run Jupyter like
-  this outside a demo: in production JupyterHub logs users in.
+  The proxy: a client without a token is refused, your signed-in browser and a
+  client with a proxy token pass (the ELN page shows both, tried live).
+
+  WARNING: the demo ELN's links carry JupyterLab's login token so that they work
+  in one click. Both listen on 127.0.0.1 only, but any user or program on this
+  machine that reads the ELN page can use JupyterLab (and run code as you) while
+  the demo runs. Never let an ELN carry a Jupyter token outside a demo: in
+  production JupyterHub logs users in.
 
 Press Ctrl-C to stop.
 """

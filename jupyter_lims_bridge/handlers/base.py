@@ -17,6 +17,7 @@ from jupyter_server.extension.handler import ExtensionHandlerJinjaMixin, Extensi
 from tornado import web
 
 from ..errors import LimsError
+from ..wording import explain
 
 if TYPE_CHECKING:
     from ..app import LimsBridge
@@ -117,14 +118,24 @@ class LimsPageHandler(
         self.set_status(error.status)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
+        words = explain(error.reason)
         self.finish(
             self.render_template(
                 "lims_error.html",
                 error=error,
+                words=words,
+                # the way back to the entry only from a token whose signature verified
                 back_url=_signed_entity_url(error.claims),
+                home_url=self.home_url,
+                embed_origins=self.bridge.embed_origins,
                 static=self.static_url,
             )
         )
+
+    @property
+    def home_url(self) -> str:
+        """JupyterLab's home (the server's default URL, under its base URL)."""
+        return self.default_url or self.base_url
 
 
 def _signed_entity_url(claims: dict[str, Any] | None) -> str | None:

@@ -16,6 +16,7 @@ from tornado import web
 
 from ..errors import LimsError
 from ..urls import url_for
+from ..wording import WORDS
 from .base import AUTH_RESOURCE_OPEN, LimsAPIHandler, LimsPageHandler, parse_json_object
 
 TOKEN_HEADER = "X-Lims-Token"
@@ -49,6 +50,9 @@ class OpenPageHandler(LimsPageHandler):
                 replay_url=opener.notebook_url(replayed_path) if replayed_path else None,
                 wait_for_data=self.bridge.wait_for_data,
                 xsrf=self.xsrf_token.decode("ascii"),
+                home_url=self.home_url,
+                embed_origins=self.bridge.embed_origins,
+                words=WORDS,
                 static=self.static_url,
             )
         )

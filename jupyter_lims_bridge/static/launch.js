@@ -1,6 +1,8 @@
 // The launch page of a deep link: performs the open (POST lims/api/open), shows
 // progress of the entry's data, then navigates to the notebook. Everything that
-// writes happens here, after the page loaded, never on the GET itself.
+// writes happens here, after the page loaded, never on the GET itself. Inside an
+// ELN's iframe it reports to the parent (embed.js) and, when the frame may not
+// keep cookies, offers "Open in a new tab" instead of opening into a login loop.
 (function () {
   "use strict";
   var root = document.getElementById("lims-launch");
@@ -8,18 +10,72 @@
   var dataList = document.getElementById("lims-data");
   var errorLine = document.getElementById("lims-error");
   var actions = document.getElementById("lims-actions");
+  var embed = window.limsBridgeEmbed || { post: function () { return false; }, cookiesBlocked: function () { return false; } };
+  var words = JSON.parse(document.getElementById("lims-words").textContent || "{}");
+  var entity = { type: root.dataset.entityType, id: root.dataset.entityId };
   var POLL_MS = 500;
 
-  function go(url) {
+  function go(url, path) {
     statusLine.textContent = "Opening the notebook…";
+    embed.post("lims-bridge:opened", { entity: entity, path: path || null, url: new URL(url, window.location.href).href });
     // replace(): the back button must not return to a used link
     window.location.replace(url);
   }
 
-  function fail(message) {
+  function link(text, href, className, top) {
+    var a = document.createElement("a");
+    a.className = className;
+    a.href = href;
+    a.textContent = text;
+    if (top) { a.target = "_top"; a.rel = "noreferrer noopener"; }
+    return a;
+  }
+
+  // an error in a scientist's words, a way out (the entry, or JupyterLab's home),
+  // and the technical message and stable reason small underneath
+  function fail(message, reason) {
+    var said = words[reason] || {
+      heading: "This entry could not be opened",
+      advice: "Go back to the entry in the ELN and click \"Open in Jupyter\" again.",
+      way_out: "entry"
+    };
     statusLine.textContent = "";
     errorLine.hidden = false;
-    errorLine.textContent = message;
+    document.getElementById("lims-error-heading").textContent = said.heading;
+    document.getElementById("lims-error-advice").textContent = said.advice;
+    document.getElementById("lims-error-message").textContent = message || "";
+    document.getElementById("lims-error-reason").textContent = reason || "";
+    var out = document.getElementById("lims-error-actions");
+    out.textContent = "";
+    var entryUrl = root.dataset.entityUrl;
+    if (entryUrl && said.way_out === "entry") {
+      out.appendChild(link("Back to the ELN entry", entryUrl, "lims-button", true));
+      out.appendChild(document.createTextNode(" "));
+      out.appendChild(link("Go to JupyterLab", root.dataset.homeUrl, "lims-link"));
+    } else {
+      out.appendChild(link("Go to JupyterLab", root.dataset.homeUrl, "lims-button"));
+    }
+    embed.post("lims-bridge:error", { entity: entity, reason: reason || null, message: message || null });
+  }
+
+  // the frame may not keep cookies: JupyterLab could not sign in here, so the
+  // notebook opens in a tab of its own (the link is not used up until then)
+  function offerNewTab() {
+    statusLine.textContent = "";
+    actions.hidden = false;
+    actions.textContent = "";
+    var text = document.createElement("p");
+    text.id = "lims-cookies-blocked";
+    text.textContent = "Your browser does not let JupyterLab keep you signed in inside this page. " +
+      "Open the notebook in a tab of its own.";
+    actions.appendChild(text);
+    var open = link("Open in a new tab", window.location.href, "lims-button");
+    open.id = "lims-new-tab";
+    open.target = "_blank";
+    open.rel = "noopener";
+    actions.appendChild(open);
+    embed.post("lims-bridge:error", { entity: entity, reason: "cookies_blocked",
+                                      message: "Third-party cookies are blocked in this browser." });
   }
 
   function request(method, url, body) {
@@ -32,7 +88,7 @@
       return response.json().catch(function () { return {}; }).then(function (json) {
         if (!response.ok) {
           var error = new Error(json.message || ("HTTP " + response.status));
-          error.reason = json.reason;
+          error.reason = json.reason || (response.status >= 500 ? "server_error" : null);
           throw error;
         }
         return json;
@@ -122,7 +178,7 @@
           Promise.all(failed.map(function (d) {
             return request("POST", root.dataset.stagingUrl + "/" + encodeURIComponent(d.job));
           })).then(function () { return waitForJobs(result, true); }, function (error) {
-            fail(error.message);
+            fail(error.message, error.reason);
             return result;
           }).then(resolve);
         });
@@ -156,6 +212,10 @@
     });
   }
 
+  if (embed.cookiesBlocked()) {
+    offerNewTab();
+    return;
+  }
   if (root.dataset.replayUrl) {
     // this browser already used the link: go to the notebook it made, do nothing else
     go(root.dataset.replayUrl);
@@ -163,6 +223,6 @@
   }
   request("POST", root.dataset.apiUrl, { token: root.dataset.token })
     .then(function (result) { showData(result.data); return waitForJobs(result); })
-    .then(function (result) { go(result.url); })
-    .catch(function (error) { fail(error.message); });
+    .then(function (result) { go(result.url, result.path); })
+    .catch(function (error) { fail(error.message, error.reason); });
 })();

@@ -65,6 +65,8 @@ export interface IStatus {
   proxy: { mode: ProxyMode; allowedPorts: number[] };
   mounts: string[];
   recent: IRecentEntry[];
+  /** Origins allowed to embed this server (`embed_origins`); absent from older servers. */
+  embed?: { origins: string[] };
 }
 
 /** A proxy token as listed (never with its secret). */

@@ -86,7 +86,7 @@ def test_deep_link_with_another_users_token_shows_wrong_user(hub, page):
     assert info.value.status == 403
     assert page.locator("[data-reason=wrong_user]").is_visible()
     text = page.locator("main").inner_text()
-    assert "another user" in text and "Log in as the right user" in text
+    assert "made for someone else" in text and "Sign in as yourself" in text
     back = page.get_by_role("link", name="Back to the ELN entry")
     assert back.get_attribute("href") == "https://eln.example.org/samples/S-200"
     # and nothing was written

@@ -14,6 +14,7 @@ one allowed port.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -108,9 +109,15 @@ def backend() -> Iterator[int]:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory, backend) -> Iterator[Lab]:
+    with running_lab(tmp_path_factory.mktemp("lab"), backend) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_lab(tmp: Path, backend: int, bridge_env: dict[str, str] | None = None) -> Iterator[Lab]:
+    """``jupyter lab`` with the bridge in ``tmp``; ``bridge_env`` adds ``LIMS_BRIDGE_*`` settings."""
     if not (BUILT / "package.json").exists():
         pytest.fail(f"the labextension is not built ({BUILT}): run `make install`")
-    tmp = tmp_path_factory.mktemp("lab")
     root_dir = tmp / "root"
     root_dir.mkdir()
     # the built extension under its package name, ahead of any installed copy
@@ -145,6 +152,7 @@ def lab(tmp_path_factory, backend) -> Iterator[Lab]:
         "LIMS_BRIDGE_DATA_URL_PREFIXES": f"http://127.0.0.1:{backend}/files/",
         "LIMS_BRIDGE_WAIT_FOR_DATA": "false",
         "LIMS_BRIDGE_STATE_DIR": str(tmp / "state"),
+        **(bridge_env or {}),
     }
     env.pop("JUPYTERHUB_USER", None)
     log = open(tmp / "jupyter.log", "wb")  # noqa: SIM115

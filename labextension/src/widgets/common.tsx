@@ -81,12 +81,48 @@ export function CopyButton(props: { text: string; what: string }): JSX.Element {
   );
 }
 
-/** Read-only text to copy: wraps at any character, selectable as a whole. */
+/** Where a URL or a command line may break: after `/` (not inside `://`), `?`, `&`. */
+const BREAK_AFTER = /(?<=[?&]|\/(?!\/))/;
+/** A piece longer than this may still break anywhere rather than overflow. */
+const LONGEST_UNBROKEN = 40;
+
+/**
+ * Text with line-break opportunities (`<wbr>`) at the sensible points of a URL or
+ * a command line, and spaces; between them no break (not after a `-` of
+ * `X-Proxy-Token`), unless a piece is too long to fit. Copying it copies the text
+ * unchanged.
+ */
+export function Breakable(props: { text: string }): JSX.Element {
+  const parts = props.text.split(BREAK_AFTER);
+  return (
+    <>
+      {parts.map((part, i) => (
+        <React.Fragment key={i}>
+          {part.split(/( +)/).map((piece, j) =>
+            piece.length === 0 || piece.startsWith(' ') || piece.length > LONGEST_UNBROKEN ? (
+              piece
+            ) : (
+              <span key={j} className="jp-LimsBridge-NoBreak">
+                {piece}
+              </span>
+            )
+          )}
+          {i < parts.length - 1 && <wbr />}
+        </React.Fragment>
+      ))}
+    </>
+  );
+}
+
+/**
+ * Read-only text to copy, selectable as a whole: wraps after `/`, `?`, `&` and
+ * spaces, and within a part only when one part is wider than the field.
+ */
 export function CopyField(props: { text: string; what: string; className?: string }): JSX.Element {
   return (
     <div className={`jp-LimsBridge-CopyField ${props.className ?? ''}`}>
       <code className="jp-LimsBridge-Code" aria-label={props.what}>
-        {props.text}
+        <Breakable text={props.text} />
       </code>
       <CopyButton text={props.text} what={props.what} />
     </div>

@@ -50,7 +50,7 @@ export class ElnLink extends Widget {
     const title = entity.title || `${entity.type} ${entity.id}`;
     this._anchor.href = url;
     this._anchor.textContent = `ELN: ${title} ↗`;
-    this._anchor.title = `Open ${entity.type} ${entity.id} in the ELN (${url})`;
+    this._anchor.title = `Open ${title} (${entity.type} ${entity.id}) in the ELN: ${url}`;
     this.show();
   }
 

@@ -44,7 +44,9 @@ export function TokensSection(props: {
           {part.value.tokens.map(token => (
             <li key={token.id} className="jp-LimsBridge-Token" data-token-id={token.id}>
               <div className="jp-LimsBridge-TokenHead">
-                <span className="jp-LimsBridge-TokenName">{token.name}</span>
+                <span className="jp-LimsBridge-TokenName" title={token.name}>
+                  {token.name}
+                </span>
                 <Button
                   small
                   minimal

@@ -1,0 +1,89 @@
+"""The demo in Chromium: its ELN page on ``127.0.0.1`` shows JupyterLab embedded
+from ``localhost`` (another site) and hears ``lims-bridge:opened``; its proxy
+section shows a client without a token refused and one with the token passing.
+Screenshot ``test-artifacts/demo-embedded.png``."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.support.browser import CHROMIUM_ARGS, profile_with_third_party_cookies
+
+from .conftest import CHROMIUM, screenshot
+
+START_TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="module")
+def demo_url() -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIMS_BRIDGE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_lims_bridge.demo", "--port", "0", "--service-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while "Press Ctrl-C to stop." not in "".join(output):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the demo did not start:\n" + "".join(output))
+            time.sleep(0.2)
+        yield re.search(r"Open this URL:\s+(http://127\.0\.0\.1:\d+/)", "".join(output)).group(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def test_the_demo_eln_shows_jupyterlab_embedded_and_what_a_proxy_token_is_for(
+    browser, demo_url, tmp_path
+):
+    profile = profile_with_third_party_cookies(tmp_path / "profile", allowed=True)
+    context = browser.browser_type.launch_persistent_context(
+        str(profile),
+        executable_path=CHROMIUM,
+        args=CHROMIUM_ARGS,
+        viewport={"width": 1280, "height": 900},
+    )
+    try:
+        context.set_default_timeout(60_000)
+        page = context.pages[0] if context.pages else context.new_page()
+        # the ELN page: the proxy tried without and with a token
+        page.goto(demo_url)
+        tries = page.locator("pre.proxy-try")
+        expect(tries).to_have_count(2)
+        expect(tries.nth(0)).to_have_attribute("data-status", "401")
+        expect(tries.nth(1)).to_have_attribute("data-status", "200")
+        # the entry with JupyterLab inside the page
+        page.get_by_role("link", name="Show JupyterLab in this page").first.click()
+        frame = page.frame_locator("#jupyter")
+        try:
+            expect(frame.locator(".jp-LimsBridge-ElnLink a")).to_contain_text(
+                "ELN: Buffer screen 1", timeout=60_000
+            )
+        finally:
+            screenshot(page, "demo-embedded")
+        expect(page.locator("#messages")).to_contain_text('"type":"lims-bridge:opened"')
+        page.wait_for_timeout(1000)
+        screenshot(page, "demo-embedded")
+    finally:
+        context.close()
