@@ -35,6 +35,7 @@ import requests
 
 from jupyter_lims_bridge import signing
 from tests.support.browser import CHROMIUM_ARGS
+from tests.support.lims_standin import LimsStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / "jupyter_lims_bridge" / "labextension"
@@ -107,7 +108,15 @@ def backend() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory, backend) -> Iterator[Lab]:
+def lims_standin() -> Iterator[LimsStandIn]:
+    """The LIMS that receives Save to ELN uploads (tests/support/lims_standin.py)."""
+    server = LimsStandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, backend, lims_standin) -> Iterator[Lab]:
     if not (BUILT / "package.json").exists():
         pytest.fail(f"the labextension is not built ({BUILT}): run `make install`")
     tmp = tmp_path_factory.mktemp("lab")
@@ -145,6 +154,7 @@ def lab(tmp_path_factory, backend) -> Iterator[Lab]:
         "LIMS_BRIDGE_DATA_URL_PREFIXES": f"http://127.0.0.1:{backend}/files/",
         "LIMS_BRIDGE_WAIT_FOR_DATA": "false",
         "LIMS_BRIDGE_STATE_DIR": str(tmp / "state"),
+        "LIMS_BRIDGE_RETURN_URL_PREFIXES": lims_standin.prefix,
     }
     env.pop("JUPYTERHUB_USER", None)
     log = open(tmp / "jupyter.log", "wb")  # noqa: SIM115

@@ -9,6 +9,7 @@ import { safeUrl } from '../format';
 import { LimsModel } from '../model';
 import { IRecentEntry } from '../tokens';
 import { Empty, Icon, unavailable, When } from './common';
+import { LastSave } from './lastsave';
 
 function entityLabel(entry: IRecentEntry): string {
   const e = entry.entity;
@@ -45,6 +46,7 @@ export function RecentSection(props: {
                 <span className="jp-LimsBridge-RecentTitle">{label}</span>
                 <span className="jp-LimsBridge-RecentMeta">
                   {entry.entity.type} {entry.entity.id} · <When iso={entry.openedAt} />
+                  <LastSave save={entry.lastSave} />
                 </span>
               </span>
             </button>
