@@ -110,8 +110,10 @@ def export_html(notebook: Path, target: Path) -> None:
         node = nbformat.read(f, as_version=4)
     html, _ = HTMLExporter().from_notebook_node(node)
     del node
-    with target.open("x", encoding="utf-8") as f:
-        f.write(html)
+    with target.open("xb") as f:
+        # encoded a chunk at a time: never a second, encoded copy of the whole page
+        for start in range(0, len(html), CHUNK):
+            f.write(html[start : start + CHUNK].encode("utf-8"))
 
 
 def _disposition_value(text: str) -> str:
@@ -143,6 +145,7 @@ class MultipartBody:
             s.stat().st_size if isinstance(s, Path) else len(s) for s in self._segments
         )
         self._chunks: Iterator[bytes] = self._iterate()
+        self._pending = b""
 
     @property
     def content_type(self) -> str:
@@ -166,8 +169,6 @@ class MultipartBody:
     def read(self, size: int = -1) -> bytes:
         # http.client asks for small blocks; a chunk of a part is at most CHUNK
         # bytes, so at most one chunk is ever held here beyond what was asked
-        if not hasattr(self, "_pending"):
-            self._pending = b""
         out = bytearray()
         while size < 0 or len(out) < size:
             if not self._pending:
