@@ -29,6 +29,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import secrets
 import tempfile
 import time
@@ -84,7 +85,10 @@ class _File:
 def _copy_hashed(source: Path, target: Path) -> tuple[str, int]:
     """Copy ``source`` to ``target`` in chunks; the copy's sha256 and size."""
     digest, size = hashlib.sha256(), 0
-    with source.open("rb") as src, target.open("xb") as dst:
+    # O_NOFOLLOW: ``source`` was resolved and contained; a link put in its place
+    # since then is refused (ELOOP), not followed out of the workspace
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as src, target.open("xb") as dst:
         while chunk := src.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -382,6 +386,8 @@ class ElnReturns:
                 sha, size = _copy_hashed(os_path, copy)
             except FileNotFoundError:
                 raise LimsError("not_found", "There is no such notebook.") from None
+            except OSError:
+                raise LimsError("path_not_allowed", "That notebook cannot be read.") from None
             notebook = _File("notebook", name, "application/x-ipynb+json", copy, sha, size)
             bundle_key = idempotency_key(spec.url, key, formats, sha)
             last = self._last_save(key)
