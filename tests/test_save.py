@@ -382,3 +382,23 @@ async def test_with_the_feature_off_a_return_is_ignored(
     assert response.code == 409 and body(response)["reason"] == "no_return"
     assert body(await saves_of())["hasReturn"] is False
     assert lims.received == []
+
+
+async def test_a_dry_run_keeps_no_return(open_api, sign, lims, tmp_path):
+    response = await open_api(sign(**{"return": lims.return_claim()}), dry_run=True)
+    assert response.code == 200
+    assert not (tmp_path / "state" / "eln_returns.json").exists()
+
+
+def test_a_link_put_in_place_of_the_checked_notebook_is_not_followed(tmp_path):
+    # Given a path that was resolved and contained, then replaced by a link out
+    from jupyter_lims_bridge.eln_return import _copy_hashed
+
+    outside = tmp_path / "outside.ipynb"
+    outside.write_text("{}")
+    swapped = tmp_path / "notebook.ipynb"
+    swapped.symlink_to(outside)
+    # When the save copies it, Then the link is refused, not followed
+    with pytest.raises(OSError):
+        _copy_hashed(swapped, tmp_path / "copy.ipynb")
+    assert not (tmp_path / "copy.ipynb").exists()
