@@ -1,8 +1,9 @@
 /**
  * The notebook toolbar's "Save to ELN" button, beside the "ELN: <title> ↗" link.
  *
- * Shown only when the server keeps a return for this notebook (it asks
- * `GET lims/api/save?path=`; the grant itself never reaches the browser). A
+ * Shown only for notebooks opened from the ELN (metadata `lims`) for which the
+ * server keeps a return (it asks `GET lims/api/save?path=`; the grant itself
+ * never reaches the browser). A
  * click saves unsaved changes first (`context.save()`), then asks the server to
  * upload (`POST lims/api/save`), showing progress and the result in a
  * JupyterLab notification and in a short status line next to the button.
@@ -16,7 +17,7 @@ import { Widget } from '@lumino/widgets';
 
 import * as api from '../api';
 import { errorMessage } from '../request';
-import { ISaveReply } from '../tokens';
+import { ISaveReply, NOTEBOOK_METADATA_KEY } from '../tokens';
 
 /** "Saved to ELN (version 3)", or what happened instead. */
 export function saveResultText(reply: ISaveReply): string {
@@ -89,6 +90,12 @@ export class SaveToElnButton extends Widget {
   }
 
   private async _check(): Promise<void> {
+    // only notebooks opened from the ELN (provenance under metadata `lims`) ask the
+    // server; others never could have a return
+    if (!this._context.model.getMetadata(NOTEBOOK_METADATA_KEY)) {
+      this.hide();
+      return;
+    }
     try {
       const info = await api.getSaves(this._settings, this._context.path);
       if (this.isDisposed) {
