@@ -39,6 +39,7 @@ from traitlets import (
 from . import embed
 from ._version import __version__
 from .claims import ReplayStore, build_verifier
+from .eln_return import ElnReturns
 from .events import register_event_schemas
 from .handlers import default_handlers
 from .handlers.proxy import still_admitted
@@ -358,6 +359,35 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         Environment: ``LIMS_BRIDGE_EMBED_PARTITIONED_COOKIES``. Example: ``True``.""",
     ).tag(config=True)
 
+    # -- save to ELN ----------------------------------------------------------------
+
+    return_url_prefixes = List(
+        Unicode(),
+        help="""URL prefixes an open token's ``return.url`` may lie under: where "Save to
+        ELN" sends a notebook and its HTML export (docs/save.md). Empty turns the feature
+        off (a token's ``return`` is then ignored); when set, a token whose return URL
+        lies outside them is refused (``url_not_allowed``). Compared part by part
+        (scheme, host and port exactly, then whole path segments).
+        Default: ``[]`` (off). Environment: ``LIMS_BRIDGE_RETURN_URL_PREFIXES``.
+        Example: ``["https://eln.example.org/api/jupyter/"]``.""",
+    ).tag(config=True)
+
+    return_timeout = Float(
+        60.0,
+        help="""Time allowed for the upload of a Save to ELN (connect, and each send or
+        read), in seconds; a LIMS slower than that is reported ``eln_unreachable``.
+        Default: 60. Environment: ``LIMS_BRIDGE_RETURN_TIMEOUT``. Example: ``300``.""",
+    ).tag(config=True)
+
+    @validate("return_url_prefixes")
+    def _validate_return_url_prefixes(self, proposal: dict[str, Any]) -> list[str]:
+        for prefix in proposal["value"]:
+            try:
+                check_url(prefix)
+            except ValueError as e:
+                raise TraitError(f"return_url_prefixes: {prefix!r} {e}") from None
+        return proposal["value"]
+
     # -- events to the LIMS (webhook) ---------------------------------------------
 
     event_webhook_url = Unicode(
@@ -448,7 +478,12 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             raise TraitError("event_webhook_queue_size must be at least 1")
         return proposal["value"]
 
-    @validate("event_webhook_timeout", "event_webhook_retry_initial", "event_webhook_retry_max")
+    @validate(
+        "event_webhook_timeout",
+        "event_webhook_retry_initial",
+        "event_webhook_retry_max",
+        "return_timeout",
+    )
     def _validate_positive_seconds(self, proposal: dict[str, Any]) -> float:
         if not proposal["value"] > 0:
             raise TraitError(f"{proposal['trait'].name} must be a positive number of seconds")
@@ -518,6 +553,18 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.recent = RecentOpens(state / "recent.json")
         self.event_logger = self.serverapp.event_logger
         register_event_schemas(self.event_logger)
+        self.eln_returns = ElnReturns(
+            state_dir=state,
+            prefixes=self.return_url_prefixes,
+            root_dir=root_dir,
+            workspace_root=self.workspace.workspace_root,
+            workspace_api_dir=self.workspace.workspace_api_dir,
+            contents_manager=self.serverapp.contents_manager,
+            owner=self.owner,
+            timeout=self.return_timeout,
+            event_logger=self.event_logger,
+            log=self.log,
+        )
         self.opener = Opener(
             verifier=self.verifier,
             workspace=self.workspace,
@@ -526,6 +573,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             event_logger=self.event_logger,
             base_url=self.serverapp.base_url,
             open_url=self.open_url,
+            returns=self.eln_returns,
             log=self.log,
         )
         self.proxy_tokens = ProxyTokenStore(
@@ -637,7 +685,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             "owner": self.owner,
             "proxy": {"mode": self.proxy_mode, "allowedPorts": sorted(self.port_proxy.ports)},
             "mounts": sorted(self.data_mounts),
-            "recent": self.recent.list(),
+            "recent": self.eln_returns.annotate(self.recent.list()),
             "webhook": self.webhook.status() if getattr(self, "webhook", None) else None,
             "embed": {"origins": list(self.embed_origins)},
         }

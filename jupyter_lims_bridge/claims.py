@@ -7,7 +7,9 @@ accepts it, and turns its claims into a typed :class:`OpenRequest`. It owns:
   operator configured it - an HMAC secret) and which algorithm each key may use;
 - the checks of DESIGN.md, each mapped to a stable error reason;
 - the ``jti`` replay store, which survives a server restart and is shared
-  safely by servers on one state directory (through :mod:`.statefile`).
+  safely by servers on one state directory (through :mod:`.statefile`);
+- the shape of the optional ``return`` claim (where "Save to ELN" sends results);
+  whether its URL is allowed here is ``eln_return``'s decision, not this module's.
 
 It must not touch the workspace or know about HTTP handlers. It never logs or
 echoes a token, and the verifier raises nothing but :class:`LimsError`.
@@ -42,7 +44,11 @@ HMAC_ALGORITHM = "HS256"
 #: A token larger than this is refused before any parsing (a deep link must fit a URL anyway).
 MAX_TOKEN_BYTES = 16 * 1024
 REGISTERED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti")
-LIMS_CLAIMS = ("entity", "notebook", "data")
+# "return" is a LIMS claim so that it never lands in the notebook's provenance
+# (``OpenRequest.extra``): its grant is a credential
+LIMS_CLAIMS = ("entity", "notebook", "data", "return")
+MAX_GRANT_LENGTH = 4096
+MAX_RETURN_URL_LENGTH = 2048
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 log = logging.getLogger(__name__)
@@ -86,6 +92,15 @@ class DataItem:
 
 
 @dataclass(frozen=True)
+class ReturnSpec:
+    """The ``return`` claim: where and with which bearer grant results go back to the ELN."""
+
+    url: str
+    grant: str = field(repr=False)  # a credential: never in a repr, a log or a response
+    expires: int | None = None
+
+
+@dataclass(frozen=True)
 class OpenRequest:
     """A verified open token, ready for the workspace."""
 
@@ -99,6 +114,8 @@ class OpenRequest:
     data: tuple[DataItem, ...]
     #: claims this version does not know; kept in the notebook's provenance metadata
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the ``return`` claim, if any (kept server-side by ``eln_return``, never in the notebook)
+    return_to: ReturnSpec | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -456,6 +473,7 @@ class OpenTokenVerifier:
             entity = parse_entity(claims.get("entity"))
             notebook = parse_notebook(claims.get("notebook"))
             data = parse_data(claims.get("data"))
+            return_to = parse_return(claims.get("return"))
         except LimsError as e:
             e.claims = claims
             raise
@@ -470,6 +488,7 @@ class OpenTokenVerifier:
             notebook=notebook,
             data=data,
             extra=extra,
+            return_to=return_to,
         )
 
 
@@ -610,3 +629,29 @@ def parse_data(raw: Any) -> tuple[DataItem, ...]:
     if len(set(names)) != len(names):
         raise _bad("Two data items have the same name.")
     return tuple(items)
+
+
+def parse_return(raw: Any) -> ReturnSpec | None:
+    """The ``return`` claim's shape: ``url`` (http(s)), ``grant`` (non-empty), ``expires``
+    (optional Unix time). Messages never quote the values."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _bad("'return' must be an object.")
+    url, grant, expires = raw.get("url"), raw.get("grant"), raw.get("expires")
+    if (
+        not isinstance(url, str)
+        or len(url) > MAX_RETURN_URL_LENGTH
+        or not re.match(r"^https?://[^\s]+$", url, re.IGNORECASE)
+    ):
+        raise _bad("return.url must be an http(s) URL.")
+    if not isinstance(grant, str) or not grant.strip() or len(grant) > MAX_GRANT_LENGTH:
+        raise _bad(
+            f"return.grant must be a non-empty string of at most {MAX_GRANT_LENGTH} characters."
+        )
+    if not re.fullmatch(r"[\x21-\x7e]+", grant):
+        # it travels in an HTTP header: printable ASCII, no spaces
+        raise _bad("return.grant must be printable ASCII without spaces.")
+    if expires is not None and (not isinstance(expires, int) or isinstance(expires, bool)):
+        raise _bad("return.expires must be a Unix time in seconds.")
+    return ReturnSpec(url=url, grant=grant, expires=expires)

@@ -43,6 +43,14 @@ REASONS: dict[str, tuple[int, str]] = {
     "proxy_disabled": (403, "The proxy is disabled."),
     "too_many_attempts": (429, "Too many failed attempts; try again later."),
     "backend_unavailable": (502, "The service behind the proxy is not reachable."),
+    # save to ELN (eln_return.py)
+    "no_return": (
+        409,
+        "This notebook cannot be saved to the ELN: it was not opened with a return.",
+    ),
+    "return_expired": (410, "The ELN's permission to receive results for this entry has expired."),
+    "eln_refused": (502, "The ELN refused the upload."),
+    "eln_unreachable": (504, "The ELN cannot be reached."),
 }
 
 

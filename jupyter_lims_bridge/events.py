@@ -19,6 +19,7 @@ OPEN = f"{_BASE}/open"
 STAGING = f"{_BASE}/staging"
 PROXY_TOKENS = f"{_BASE}/proxy_tokens"
 PROXY_SESSION = f"{_BASE}/proxy_session"
+SAVE = f"{_BASE}/save"
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The open use case: a verified token becomes a notebook with its data beside it.
 
 Ties together the verifier (``claims``), the workspace, the stager, the
-recent-opens list and the event bus, in the order that keeps DESIGN.md's
+recent-opens list, the ELN returns (``eln_return``) and the event bus, in the order that keeps DESIGN.md's
 promises: everything is checked before anything is written, the ``jti`` is
 used up only by a real open, and every open - accepted or refused - is
 emitted as an event. Knows nothing of HTTP.
@@ -17,7 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 from jupyter_server.utils import url_escape, url_path_join
 
 from . import events
-from .claims import OpenRequest, OpenTokenVerifier
+from .claims import OpenRequest, OpenTokenVerifier, ReturnSpec
+from .eln_return import ElnReturns
 from .errors import LimsError
 from .recent import RecentOpens
 from .staging import DataStager, PlannedItem
@@ -45,6 +46,7 @@ class Opener:
         event_logger: Any,
         base_url: str,
         open_url: str,
+        returns: ElnReturns | None = None,
         log: logging.Logger | None = None,
     ) -> None:
         self.verifier = verifier
@@ -54,6 +56,7 @@ class Opener:
         self.event_logger = event_logger
         self.base_url = base_url
         self.open_url = open_url
+        self.returns = returns
         self.log = log or logging.getLogger(__name__)
 
     def notebook_url(self, api_path: str) -> str:
@@ -88,10 +91,12 @@ class Opener:
                 request.data, plan.data_dir, plan.data_api_dir, self.workspace.workspace_root
             )
             self.workspace.template(request.notebook.template)  # unknown template: refuse now
+            # a return URL outside return_url_prefixes refuses the open now
+            return_to = self.returns.check(request.return_to) if self.returns else None
             if dry_run:
                 result = await self._dry_run(request, plan, planned)
             else:
-                result = await self._open(request, plan, planned)
+                result = await self._open(request, plan, planned, return_to)
         except LimsError as e:
             if e.claims is None and request is not None:
                 e.claims = _signed_summary(request)
@@ -129,7 +134,11 @@ class Opener:
         return self._result(plan.api_path, created=created, dry_run=True, data=data)
 
     async def _open(
-        self, request: OpenRequest, plan: NotebookPlan, planned: list[PlannedItem]
+        self,
+        request: OpenRequest,
+        plan: NotebookPlan,
+        planned: list[PlannedItem],
+        return_to: ReturnSpec | None = None,
     ) -> dict[str, Any]:
         replay = self.verifier.replay
         if replay is not None and not replay.consume(request.jti, request.exp, path=plan.api_path):
@@ -146,6 +155,9 @@ class Opener:
             raise
         if replay is not None and api_path != plan.api_path:
             replay.update(request.jti, path=api_path)
+        if return_to is not None and self.returns is not None:
+            # kept beside the notebook's path, server-side only (never in the notebook)
+            self.returns.remember(api_path, return_to, request.entity.to_json())
         data = await self.stager.apply(planned)
         self.recent.add(request.entity.to_json(), api_path, opened_at)
         return self._result(api_path, created=created, dry_run=False, data=data)

@@ -29,6 +29,7 @@ TEMPLATES: dict[str, str] = {
     "tokens": "api/tokens",
     "token": "api/tokens/{token_id}",
     "proxy_mode": "api/proxy",
+    "save": "api/save",
     "proxy_absolute": "proxy/absolute/{port}{proxied_path}",
     "proxy": "proxy/{port}{proxied_path}",
 }

@@ -47,14 +47,13 @@ log = logging.getLogger(__name__)
 SECRET_PREFIX = "whsec_"
 MIN_KEY_BYTES = 24  # the Standard Webhooks recommendation (24-64 bytes)
 
-#: webhook type -> schema id on the event bus. ``save`` is the schema of
-#: "Save to ELN" (``…/save``); listening to it before it is registered is harmless.
+#: webhook type -> schema id on the event bus.
 SCHEMAS = {
     "open": events.OPEN,
     "staging": events.STAGING,
     "proxy_session": events.PROXY_SESSION,
     "proxy_tokens": events.PROXY_TOKENS,
-    "save": events.OPEN.rsplit("/", 1)[0] + "/save",
+    "save": events.SAVE,
 }
 TYPES = {schema_id: name for name, schema_id in SCHEMAS.items()}
 DEFAULT_EVENTS = ["open", "save", "staging", "proxy_session"]

@@ -414,25 +414,19 @@ def test_sessions_pair_by_id_when_the_events_carry_one(tmp_path):
     again.journal.release()
 
 
-async def test_a_save_event_is_sent_once_its_schema_exists(receiver, jp_serverapp):
-    """``save`` is listened to before "Save to ELN" registers its schema (a stand-in here)."""
+async def test_a_save_event_is_sent_as_type_save(receiver, jp_serverapp):
+    """The bridge's own ``save`` schema (Save to ELN) maps to webhook type ``save``."""
     receiver.start()
-    jp_serverapp.event_logger.register_event_schema(
-        {
-            "$id": webhook.SCHEMAS["save"],
-            "version": "1",
-            "title": "stand-in",
-            "type": "object",
-            "properties": {"status": {"type": "string"}, "path": {"type": "string"}},
-        }
-    )
-    jp_serverapp.event_logger.emit(
-        schema_id=webhook.SCHEMAS["save"], data={"status": "saved", "path": "lims/a.ipynb"}
+    assert webhook.SCHEMAS["save"] == events.SAVE
+    events.emit(
+        jp_serverapp.event_logger,
+        events.SAVE,
+        {"action": "saved", "path": "lims/a.ipynb", "elnStatus": 201},
     )
     [saved] = await accepted(receiver, 1)
     assert (saved.payload["type"], saved.payload["data"]) == (
         "save",
-        {"status": "saved", "path": "lims/a.ipynb"},
+        {"action": "saved", "path": "lims/a.ipynb", "elnStatus": 201},
     )
 
 

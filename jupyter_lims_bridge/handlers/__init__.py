@@ -12,6 +12,7 @@ from typing import Any
 from ..urls import PATTERNS
 from . import open as open_handlers
 from . import proxy as proxy_handlers
+from . import save as save_handlers
 from . import staging as staging_handlers
 from . import status as status_handlers
 from . import tokens as token_handlers
@@ -25,6 +26,7 @@ default_handlers: list[tuple[str, Any]] = [
     (PATTERNS["tokens"], token_handlers.TokensHandler),
     (PATTERNS["token"], token_handlers.TokenHandler),
     (PATTERNS["proxy_mode"], token_handlers.ProxyModeHandler),
+    (PATTERNS["save"], save_handlers.SaveHandler),
     # the absolute route first: the plain one would match it too
     (PATTERNS["proxy_absolute"], proxy_handlers.AbsoluteProxyHandler),
     (PATTERNS["proxy"], proxy_handlers.ProxyHandler),

@@ -28,6 +28,7 @@ AUTH_RESOURCE_STATUS = "lims_bridge:status"
 AUTH_RESOURCE_STAGING = "lims_bridge:staging"
 AUTH_RESOURCE_TOKENS = "lims_bridge:tokens"
 AUTH_RESOURCE_PROXY = "lims_bridge:proxy"
+AUTH_RESOURCE_SAVE = "lims_bridge:save"
 
 
 class BridgeMixin:

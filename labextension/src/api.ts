@@ -9,6 +9,8 @@ import { requestAPI } from './request';
 import {
   INewProxyToken,
   IProxyModeReply,
+  ISaveInfo,
+  ISaveReply,
   IStagingJob,
   IStagingList,
   IStatus,
@@ -16,6 +18,7 @@ import {
   ITokenRequest,
   PROXY_TOKEN_HEADER,
   ProxyMode,
+  SaveFormat,
   URLS
 } from './tokens';
 
@@ -90,6 +93,24 @@ export function retryStagingJob(
 ): Promise<IStagingJob | null> {
   return requestAPI<IStagingJob | null>(settings, fillUrl(URLS.stagingJob, { job_id: id }), {
     method: 'POST'
+  });
+}
+
+/** `GET lims/api/save?path=`: can this notebook be saved to the ELN, and its saves. */
+export function getSaves(settings: ServerConnection.ISettings, path: string): Promise<ISaveInfo> {
+  return requestAPI<ISaveInfo>(settings, `${URLS.save}?path=${encodeURIComponent(path)}`);
+}
+
+/** `POST lims/api/save`: upload the saved notebook (and its HTML export) to its ELN entry. */
+export function saveToEln(
+  settings: ServerConnection.ISettings,
+  path: string,
+  formats: SaveFormat[] = ['ipynb', 'html']
+): Promise<ISaveReply> {
+  return requestAPI<ISaveReply>(settings, URLS.save, {
+    method: 'POST',
+    headers: JSON_HEADERS,
+    body: JSON.stringify({ path, formats })
   });
 }
 

@@ -9,6 +9,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LimsModel } from './model';
 import { PLUGIN_NAMESPACE } from './tokens';
 import { ElnLinkExtension } from './widgets/elnlink';
+import { SaveToElnExtension } from './widgets/savebutton';
 import { LimsPanel } from './widgets/panel';
 import { DEFAULT_SETTINGS, IPanelSettings } from './widgets/settings';
 
@@ -93,4 +94,22 @@ const elnLinkPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [panelPlugin, elnLinkPlugin];
+const saveToElnPlugin: JupyterFrontEndPlugin<void> = {
+  id: `${PLUGIN_NAMESPACE}:save-to-eln`,
+  description: 'A notebook toolbar button that saves the notebook to its ELN entry.',
+  autoStart: true,
+  activate: (app: JupyterFrontEnd) => {
+    const refreshPanel = () => {
+      // the panel's recent entries show the last save
+      if (app.commands.hasCommand(CommandIDs.refresh)) {
+        void app.commands.execute(CommandIDs.refresh);
+      }
+    };
+    app.docRegistry.addWidgetExtension(
+      'Notebook',
+      new SaveToElnExtension(app.serviceManager.serverSettings, refreshPanel)
+    );
+  }
+};
+
+export default [panelPlugin, elnLinkPlugin, saveToElnPlugin];

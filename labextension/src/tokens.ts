@@ -26,6 +26,7 @@ export const URLS = {
   tokens: 'lims/api/tokens',
   token: 'lims/api/tokens/{token_id}',
   proxyMode: 'lims/api/proxy',
+  save: 'lims/api/save',
   proxyAbsolute: 'lims/proxy/absolute/{port}/',
   proxy: 'lims/proxy/{port}/'
 } as const;
@@ -56,7 +57,50 @@ export interface IRecentEntry {
   path: string;
   /** ISO 8601 UTC. */
   openedAt: string;
+  /** The last successful Save to ELN of this notebook (absent on older servers). */
+  lastSave?: ISaveRecord | null;
 }
+
+/** A file sent to the ELN. */
+export interface ISavedFile {
+  name: string;
+  sha256: string;
+  size: number;
+}
+
+/** What the ELN answered an upload: its HTTP status, and the version and URL it gave. */
+export interface IElnAnswer {
+  status?: number;
+  version?: string | number | null;
+  url?: string | null;
+}
+
+/** One save of a notebook to the ELN. */
+export interface ISaveRecord {
+  savedAt: string;
+  files: ISavedFile[];
+  eln: IElnAnswer;
+}
+
+/** `POST lims/api/save` answer. */
+export interface ISaveReply extends ISaveRecord {
+  /** `unchanged`: the content equals the last save; nothing was uploaded. */
+  status: 'saved' | 'unchanged';
+}
+
+/** `GET lims/api/save?path=`: whether a notebook can be saved to the ELN, and its saves. */
+export interface ISaveInfo {
+  path: string;
+  /** The server keeps a return (from the open token) for this notebook. */
+  hasReturn: boolean;
+  expiresAt: string | null;
+  expired: boolean;
+  /** Newest first. */
+  saves: ISaveRecord[];
+}
+
+/** The formats Save to ELN sends (the notebook always). */
+export type SaveFormat = 'ipynb' | 'html';
 
 /** `GET lims/api/status`. */
 export interface IStatus {

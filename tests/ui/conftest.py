@@ -36,6 +36,7 @@ import requests
 
 from jupyter_lims_bridge import signing
 from tests.support.browser import CHROMIUM_ARGS
+from tests.support.lims_standin import LimsStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILT = ROOT / "jupyter_lims_bridge" / "labextension"
@@ -108,8 +109,17 @@ def backend() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory, backend) -> Iterator[Lab]:
-    with running_lab(tmp_path_factory.mktemp("lab"), backend) as server:
+def lims_standin() -> Iterator[LimsStandIn]:
+    """The LIMS that receives Save to ELN uploads (tests/support/lims_standin.py)."""
+    server = LimsStandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory, backend, lims_standin) -> Iterator[Lab]:
+    settings = {"LIMS_BRIDGE_RETURN_URL_PREFIXES": lims_standin.prefix}
+    with running_lab(tmp_path_factory.mktemp("lab"), backend, settings) as server:
         yield server
 
 

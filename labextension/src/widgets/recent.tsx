@@ -10,6 +10,7 @@ import { safeUrl } from '../format';
 import { LimsModel } from '../model';
 import { IRecentEntry } from '../tokens';
 import { Empty, Icon, unavailable, When } from './common';
+import { LastSave } from './lastsave';
 
 /** One ELN entry and its notebooks, newest first. */
 export interface IEntryGroup {
@@ -82,6 +83,7 @@ export function RecentSection(props: {
                     {latest.entity.type} {latest.entity.id}
                     {several ? ` · ${copies.length} notebooks` : ''} ·{' '}
                     <When iso={latest.openedAt} />
+                    <LastSave save={latest.lastSave} />
                   </span>
                 </span>
               </button>
@@ -110,6 +112,7 @@ export function RecentSection(props: {
                       <span className="jp-LimsBridge-RecentCopyName">{fileName(copy.path)}</span>
                       <span className="jp-LimsBridge-RecentMeta">
                         <When iso={copy.openedAt} />
+                        <LastSave save={copy.lastSave} />
                       </span>
                     </button>
                   </li>
