@@ -27,6 +27,7 @@ from playwright.sync_api import Page, expect
 from jupyter_lims_bridge import signing
 from tests.support.browser import CHROMIUM_ARGS, profile_with_third_party_cookies
 from tests.support.eln_page import ElnPage
+from tests.support.lims_standin import LimsStandIn
 
 from .conftest import CHROMIUM, OWNER, Lab, running_lab, screenshot
 
@@ -54,11 +55,14 @@ def stranger() -> Iterator[ElnPage]:
 
 
 @pytest.fixture(scope="module")
-def embedded_lab(tmp_path_factory, backend, eln) -> Iterator[Lab]:
+def embedded_lab(tmp_path_factory, backend, eln, lims_standin) -> Iterator[Lab]:
     with running_lab(
         tmp_path_factory.mktemp("embedded-lab"),
         backend,
-        bridge_env={"LIMS_BRIDGE_EMBED_ORIGINS": eln.origin},
+        bridge_env={
+            "LIMS_BRIDGE_EMBED_ORIGINS": eln.origin,
+            "LIMS_BRIDGE_RETURN_URL_PREFIXES": lims_standin.prefix,
+        },
     ) as lab:
         yield lab
 
@@ -191,3 +195,39 @@ def test_blocked_third_party_cookies_offer_a_new_tab_not_a_loop(open_browser, em
         "ELN: Buffer screen 3 ↗", timeout=60_000
     )
     screenshot(popup, "embed-third-party-cookies-blocked-new-tab")
+
+
+def test_save_to_eln_inside_the_frame_tells_the_eln_page(
+    open_browser, embedded_lab, eln, lims_standin: LimsStandIn
+):
+    page = open_browser(third_party_cookies=True)
+    # Given the ELN's page framing a deep link whose token carries a return
+    entity = {**ENTITY, "id": "S-45", "title": "Buffer screen 6"}
+    claim = lims_standin.return_claim()
+    link = deep_link(embedded_lab, entity=entity, extra={"return": claim})
+    page.goto(eln.entry_url(link))
+    frame = page.frame_locator("#jupyter")
+    toolbar = frame.locator(".jp-NotebookPanel:visible .jp-NotebookPanel-toolbar")
+    expect(toolbar.locator(".jp-LimsBridge-ElnLink a")).to_have_text(
+        "ELN: Buffer screen 6 ↗", timeout=60_000
+    )
+    before = len(lims_standin.attachments)
+    # When the scientist clicks "Save to ELN" inside the frame
+    toolbar.get_by_role("button", name="Save to ELN").click()
+    expect(toolbar.locator(".jp-LimsBridge-SaveStatus")).to_have_text(
+        re.compile(r"Saved to ELN \(version \d+\)"), timeout=30_000
+    )
+    # Then the notebook landed in the LIMS and the ELN page heard it, from JupyterLab's origin
+    assert len(lims_standin.attachments) == before + 1
+    deadline = time.monotonic() + 10
+    saved: list[dict] = []
+    while not saved and time.monotonic() < deadline:
+        received = page.evaluate("() => window.received")
+        saved = [m for m in received if m["data"]["type"] == "lims-bridge:saved"]
+        time.sleep(0.1)
+    assert saved, received
+    assert saved[0]["origin"] == embedded_lab.url.split("/user/")[0]
+    assert saved[0]["data"]["path"].endswith("S-45.ipynb")
+    assert saved[0]["data"]["status"] == "saved" and saved[0]["data"]["version"] is not None
+    assert claim["grant"] not in json.dumps(received)
+    screenshot(page, "embed-save-to-eln")

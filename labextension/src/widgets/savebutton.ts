@@ -16,7 +16,8 @@ import { IDisposable } from '@lumino/disposable';
 import { Widget } from '@lumino/widgets';
 
 import * as api from '../api';
-import { errorMessage } from '../request';
+import { postToParent } from '../embed';
+import { errorMessage, LimsRequestError } from '../request';
 import { ISaveReply, NOTEBOOK_METADATA_KEY } from '../tokens';
 
 /** "Saved to ELN (version 3)", or what happened instead. */
@@ -78,11 +79,23 @@ export class SaveToElnButton extends Widget {
       const text = saveResultText(reply);
       this._setStatus(text, 'ok');
       Notification.update({ id, message: text, type: 'success', autoClose: 5000 });
+      // an ELN page showing JupyterLab in a frame learns of it (an allowed origin only)
+      postToParent('lims-bridge:saved', {
+        path: this._context.path,
+        status: reply.status,
+        version: reply.eln?.version ?? null,
+        url: reply.eln?.url ?? null
+      });
       this._onSaved();
     } catch (error) {
       const text = `Save to ELN failed: ${errorMessage(error)}`;
       this._setStatus(text, 'error');
       Notification.update({ id, message: text, type: 'error', autoClose: false });
+      postToParent('lims-bridge:error', {
+        path: this._context.path,
+        reason: error instanceof LimsRequestError ? error.reason : null,
+        message: errorMessage(error)
+      });
     } finally {
       this._busy = false;
       this._button.disabled = false;
