@@ -10,7 +10,6 @@ no request logic itself.
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import os
@@ -40,9 +39,9 @@ from ._version import __version__
 from .claims import ReplayStore, build_verifier
 from .events import register_event_schemas
 from .handlers import default_handlers
-from .handlers.proxy import still_admitted
 from .opener import Opener
-from .proxy import ProxySettings
+from .proxy.access import Access
+from .proxy.service import MODES, ProxyService
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
 from .recent import RecentOpens
 from .staging import DataStager
@@ -91,7 +90,7 @@ def _from_environment(trait: Any, text: str) -> Any:
 
 
 def _login_cookie_names(serverapp: Any) -> list[str]:
-    """A login cookie name the operator configured (the usual ones are known to proxy.py)."""
+    """A login cookie name the operator configured (the usual ones are known to proxy/headers.py)."""
     name = getattr(getattr(serverapp, "identity_provider", None), "cookie_name", "")
     return [name] if name else []
 
@@ -287,7 +286,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         return proposal["value"]
 
     proxy_mode = Enum(
-        ["token", "open", "disabled"],
+        list(MODES),
         "token",
         help="""Who may use the port proxy at start-up: ``token`` (the owner's session or
         a proxy token), ``open`` (anyone who can reach the server) or ``disabled``.
@@ -503,10 +502,8 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.proxy_tokens = ProxyTokenStore(
             state / "proxy_tokens.json", event_logger=self.event_logger
         )
-        self._configured_proxy_mode = self.proxy_mode
-        self.proxy_mode = self.proxy_tokens.startup_mode(self.proxy_mode)
         self.proxy_attempts = AttemptLimiter()
-        self.port_proxy = ProxySettings(
+        self.port_proxy = ProxyService(
             mode=self.proxy_mode,
             ports=parse_ports(self.allowed_ports),
             cors_origins=self.cors_origins,
@@ -514,9 +511,13 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             event_logger=self.event_logger,
             trust_xheaders=self.serverapp.trust_xheaders,
             jupyter_cookies=_login_cookie_names(self.serverapp),
+            tokens=self.proxy_tokens,
+            attempts=self.proxy_attempts,
         )
+        #: who may pass: one decision for new requests and live sessions alike
+        self.proxy_access = Access(self.port_proxy)
         # live websockets and streams are closed once their client is no longer admitted
-        self.port_proxy.admits = functools.partial(still_admitted, self)
+        self.port_proxy.admits = self.proxy_access.still_admitted
         self._add_frame_ancestors()
         self.webhook = self._build_webhook(state)
 
@@ -550,10 +551,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
     def set_proxy_mode(self, mode: str) -> None:
         """The owner's run-time choice of ``proxy_mode``, kept across restarts
         (until the operator changes the configured value)."""
-        self.proxy_tokens.save_mode(mode, self._configured_proxy_mode)
-        self.proxy_mode = mode
-        self.port_proxy.mode = mode
-        self.port_proxy.sweep()  # at once: sessions the new mode does not admit end now
+        self.port_proxy.set_mode(mode)  # live sessions the new mode does not admit end now
 
     def _add_frame_ancestors(self) -> None:
         if not self.embed_origins:
@@ -592,7 +590,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         return {
             "version": __version__,
             "owner": self.owner,
-            "proxy": {"mode": self.proxy_mode, "allowedPorts": sorted(self.port_proxy.ports)},
+            "proxy": {"mode": self.port_proxy.mode, "allowedPorts": sorted(self.port_proxy.ports)},
             "mounts": sorted(self.data_mounts),
             "recent": self.recent.list(),
             "webhook": self.webhook.status() if getattr(self, "webhook", None) else None,

@@ -9,7 +9,7 @@ kept in memory, so checking a token costs a dictionary lookup and a
 constant-time compare, not a file read. A change made by another process (the
 ``jupyter lims-bridge tokens`` command) is noticed by a cheap ``stat`` at most
 every half second (so a live session let in by a token it revoked is closed
-within a second, see ``ProxySettings.sweep``).
+within a second, see ``ProxyService.sweep``).
 
 Must not: keep or log a plain token (it exists only in the answer to the
 create call), or know anything about HTTP handlers. Emits the token events.
@@ -29,6 +29,7 @@ from typing import Any
 
 from . import events
 from .errors import LimsError
+from .proxy.service import MODES
 from .statefile import read_json, update_private_json
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ PREFIX = "jlb_"
 #: 32 random bytes = 256 bits, the floor DESIGN.md sets.
 TOKEN_BYTES = 32
 FILE_NAME = "proxy_tokens.json"
-MODES = ("token", "open", "disabled")
 # A plain token is "jlb_" + 43 url-safe characters; anything far off is refused
 # before hashing so a huge header costs nothing.
 _MAX_TOKEN_LENGTH = 256

@@ -453,7 +453,7 @@ class WebhookService:
 
     def _track_session(self, data: dict[str, Any]) -> None:
         key = (data.get("port"), data.get("path"), data.get("via"))
-        session_id = data.get("session")  # not in the v1 schema; used once the emitter sends it
+        session_id = data.get("session")  # sent by the emitter since proxy2; older journals lack it
         if data.get("action") == "started":
             self.journal.open_session(
                 {
@@ -468,7 +468,7 @@ class WebhookService:
             if session_id is not None and str(session_id) in self.journal.sessions:
                 self.journal.close_session(str(session_id))
                 return
-            # The v1 events carry no session id: of the open sessions with the same
+            # An event without a session id (an older emitter): of the open sessions with the same
             # port, path and way in, the one that started closest to now - duration.
             began = time.time() - float(data.get("durationSeconds") or 0)
             candidates = [
@@ -484,6 +484,7 @@ class WebhookService:
             if "proxy_session" in self.types:
                 data = {
                     "action": "ended",
+                    "session": session["id"],
                     "port": session["port"],
                     "path": session["path"],
                     "via": session["via"],

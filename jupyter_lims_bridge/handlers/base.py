@@ -10,6 +10,7 @@ any other exception is logged with its method and path, never its query.
 from __future__ import annotations
 
 import json
+from http.client import responses
 from typing import TYPE_CHECKING, Any
 
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -27,6 +28,37 @@ AUTH_RESOURCE_STATUS = "lims_bridge:status"
 AUTH_RESOURCE_STAGING = "lims_bridge:staging"
 AUTH_RESOURCE_TOKENS = "lims_bridge:tokens"
 AUTH_RESOURCE_PROXY = "lims_bridge:proxy"
+
+
+def error_json(status_code: int, error: BaseException | None) -> tuple[int, dict[str, Any]]:
+    """Status and ``{"message", "reason"}`` body for an error a handler raised
+    (for handlers that are not ``APIHandler``s, such as the proxy's)."""
+    if isinstance(error, LimsError):
+        return error.status, error.to_json()
+    if isinstance(error, web.HTTPError):
+        default = responses.get(status_code)
+        message = error.log_message or default or "Error"
+        return status_code, {
+            "message": message,
+            "reason": error.reason if error.reason != default else None,
+        }
+    return status_code, {"message": "Unhandled error", "reason": None}
+
+
+def write_json_error(
+    handler: Any, status_code: int, exc_info: Any, *, cors_origin: str | None = None
+) -> None:
+    """Finish ``handler`` with the JSON error for ``exc_info`` (see :func:`error_json`),
+    readable cross-origin by ``cors_origin`` when one is given."""
+    error = exc_info[1] if exc_info else None
+    status, body = error_json(status_code, error)
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json")
+    handler.set_header("Cache-Control", "no-store")
+    if cors_origin:
+        handler.set_header("Access-Control-Allow-Origin", cors_origin)
+        handler.set_header("Vary", "Origin")
+    handler.finish(json.dumps(body))
 
 
 class BridgeMixin:
