@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
 from . import events
 
 log = logging.getLogger(__name__)
@@ -382,11 +380,8 @@ class WebhookService:
         self._stopping: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._session = requests.Session()
-        # no urllib3 retries and no redirects: a failure is ours to retry, and a
-        # signed body is not sent to wherever a redirect points
-        self._session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
-        self._session.mount("https://", requests.adapters.HTTPAdapter(max_retries=0))
+        #: made by the first delivery (requests costs ~4 MiB RSS; not paid before)
+        self._session: Any = None
         self._end_sessions_left_open()
         if self._drops_unreported:
             self._warn_dropped()
@@ -558,9 +553,23 @@ class WebhookService:
         delay = min(self.retry_max, self.retry_initial * 2 ** min(failures - 1, 30))
         return delay / 2 + random.uniform(0, delay / 2)
 
+    def _http(self) -> Any:
+        import requests
+
+        if self._session is None:
+            session = requests.Session()
+            # no urllib3 retries and no redirects: a failure is ours to retry, and a
+            # signed body is not sent to wherever a redirect points
+            session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
+            session.mount("https://", requests.adapters.HTTPAdapter(max_retries=0))
+            self._session = session
+        return self._session
+
     def _post(self, msg: dict[str, Any]) -> tuple[bool, str | None]:
         """One attempt (in the worker thread). Re-signed each time: receivers
         reject a ``webhook-timestamp`` older than a few minutes."""
+        import requests
+
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -570,7 +579,7 @@ class WebhookService:
             "User-Agent": "jupyter-lims-bridge-webhook",
         }
         try:
-            response = self._session.post(
+            response = self._http().post(
                 self.url,
                 data=msg["body"].encode(),
                 headers=headers,
@@ -612,7 +621,8 @@ class WebhookService:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
-        self._session.close()
+        if self._session is not None:
+            self._session.close()
         self.journal.release()
 
     def status(self) -> dict[str, Any]:
