@@ -42,6 +42,7 @@ from .handlers import default_handlers
 from .opener import Opener
 from .proxy.access import Access
 from .proxy.service import MODES, ProxyService
+from .proxy.services import NamedServices, valid_name
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
 from .recent import RecentOpens
 from .staging import DataStager
@@ -300,6 +301,28 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         claims any address. A valid token always passes.""",
     ).tag(config=True)
 
+    allowed_services = List(
+        Unicode(),
+        help="""Named services reachable through ``lims/proxy/<name>/`` (and
+        ``lims/proxy/absolute/<name>/``): names of services declared in
+        ``c.ServerProxy.servers`` (jupyter-server-proxy's configuration, which
+        launches them on the first request and supervises them); our proxy relays
+        to them with the same token rules as ports. Names match ``[a-z][a-z0-9-]*``
+        (never all digits: those are ports; never ``absolute``).
+        Default: ``[]`` (none). Environment: ``LIMS_BRIDGE_ALLOWED_SERVICES``.
+        Example: ``["dashboard"]`` with ``c.ServerProxy.servers = {"dashboard":
+        {"command": ["panel", "serve", "app.py", "--port", "{port}"]}}``.""",
+    ).tag(config=True)
+
+    @validate("allowed_services")
+    def _validate_allowed_services(self, proposal: dict[str, Any]) -> list[str]:
+        bad = [n for n in proposal["value"] if not valid_name(n)]
+        if bad:
+            raise TraitError(
+                f"allowed_services: {bad!r}: a name matches [a-z][a-z0-9-]* and is not 'absolute'"
+            )
+        return proposal["value"]
+
     cors_origins = List(
         Unicode(),
         help="""Origins whose browsers may call the proxy cross-origin (e.g. the ELN's
@@ -513,6 +536,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             jupyter_cookies=_login_cookie_names(self.serverapp),
             tokens=self.proxy_tokens,
             attempts=self.proxy_attempts,
+            services=NamedServices(self.serverapp, self.allowed_services),
         )
         #: who may pass: one decision for new requests and live sessions alike
         self.proxy_access = Access(self.port_proxy)
@@ -590,7 +614,11 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         return {
             "version": __version__,
             "owner": self.owner,
-            "proxy": {"mode": self.port_proxy.mode, "allowedPorts": sorted(self.port_proxy.ports)},
+            "proxy": {
+                "mode": self.port_proxy.mode,
+                "allowedPorts": sorted(self.port_proxy.ports),
+                "allowedServices": sorted(self.port_proxy.services.allowed),
+            },
             "mounts": sorted(self.data_mounts),
             "recent": self.recent.list(),
             "webhook": self.webhook.status() if getattr(self, "webhook", None) else None,

@@ -1,4 +1,4 @@
-"""``* lims/proxy[/absolute]/<port>/<path>``: tornado's side of the port proxy.
+"""``* lims/proxy[/absolute]/<port or service>/<path>``: tornado's side of the port proxy.
 
 Thin: tells ``proxy.access.Access.admit`` (the one decision who may pass)
 what the client presented, answers CORS preflights, and wires tornado's
@@ -25,6 +25,7 @@ from ..errors import LimsError
 from ..proxy import headers as hdr
 from ..proxy import upstream
 from ..proxy.access import Caller, Presented
+from ..proxy.services import ServiceUnavailable
 from .base import AUTH_RESOURCE_PROXY, BridgeMixin, write_json_error
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -77,8 +78,8 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
         client = hdr.attempt_key(request, trust_xheaders=service.trust_xheaders)
         token = request.headers.get(hdr.TOKEN_HEADER)
         presented = Presented(token=token, client=client, owner=self._check_owner)
-        port = int(port_text)
-        self.caller = await self.bridge.proxy_access.admit(port, presented)
+        target = int(port_text) if port_text.isdigit() else port_text  # a port or a service
+        self.caller = await self.bridge.proxy_access.admit(target, presented)
         if self.upgrade and self.caller.via == "session" and not self.check_origin():
             # the owner's cookie is an ambient credential, and browsers apply no
             # same-origin policy to websockets: refuse cross-site ones as Jupyter does
@@ -90,7 +91,11 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
             # relative links of the app only resolve under "<prefix>/"
             self.redirect(prefix + "/" + (f"?{request.query}" if request.query else ""))
             return
-        self.route = upstream.Route(port, prefix, self.absolute, self.caller)
+        try:  # a named service is launched on its first request (proxy/services.py)
+            port, service_name = await service.resolve(target)
+        except ServiceUnavailable:
+            raise LimsError("backend_unavailable", "The service could not be started.") from None
+        self.route = upstream.Route(port, prefix, self.absolute, self.caller, service_name)
         try:
             self.exchange = await upstream.open_exchange(
                 request, service, self.route, websocket=self.upgrade, client=client
@@ -119,7 +124,7 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
         if self._live is None:
             c = self.caller
             self._live = self.bridge.port_proxy.session_opened(
-                self.route.port, c.via, c.token_id, "stream", self._abort
+                self.route.target, c.via, c.token_id, "stream", self._abort
             )
 
     def _abort(self) -> None:

@@ -15,7 +15,8 @@ tokens. The rules, in order:
    provider, authorizer and XSRF rule, checked by the caller's ``owner``);
    none: ``token_missing``;
 5. then, and only for a client let in, the port must be allowed
-   (``port_not_allowed``): an unauthenticated caller learns nothing of ports.
+   (``port_not_allowed``), or the named service (``service_not_allowed``): an
+   unauthenticated caller learns nothing of ports or services.
 
 Must not: look at a request itself (the handler says what the client
 presented), relay anything, or put a token in a log line, an error or an event.
@@ -87,9 +88,10 @@ class Access:
     def __init__(self, service: ProxyService) -> None:
         self.service = service
 
-    async def admit(self, port: int, presented: Presented) -> Caller:
-        """The caller let in to ``port``, or a :class:`LimsError` (or the
-        ``owner`` check's own ``HTTPError``). See the module's rules."""
+    async def admit(self, port: int | str, presented: Presented) -> Caller:
+        """The caller let in to ``port`` (a port, or a named service's name), or
+        a :class:`LimsError` (or the ``owner`` check's own ``HTTPError``). See
+        the module's rules."""
         service = self.service
         mode = service.mode
         if mode == "disabled":
@@ -108,8 +110,8 @@ class Access:
             caller = Caller("session")
         else:
             raise LimsError("token_missing", "No proxy token was given (header X-Proxy-Token).")
-        if port not in service.ports:
-            raise LimsError("port_not_allowed")
+        if not service.allows(port):
+            raise LimsError("service_not_allowed" if isinstance(port, str) else "port_not_allowed")
         return caller
 
     async def still_admitted(self, session: LiveSession) -> bool:
@@ -120,7 +122,7 @@ class Access:
             return False
         return True
 
-    def _check_token(self, token: str, port: int, client: str) -> dict[str, Any]:
+    def _check_token(self, token: str, port: int | str, client: str) -> dict[str, Any]:
         """The valid token's record, or a :class:`LimsError`.
 
         A valid token always passes: the limiter sees failures only, so nobody
@@ -134,7 +136,8 @@ class Access:
         try:
             return self.service.tokens.check(token, port, client, quiet=over_limit)
         except LimsError as e:
-            if e.reason == "port_not_allowed":  # a valid token used on the wrong port is no guess
+            if e.reason in ("port_not_allowed", "service_not_allowed"):
+                # a valid token used on the wrong port or service is no guess
                 raise
             if over_limit:
                 raise LimsError("too_many_attempts") from None

@@ -55,8 +55,9 @@ class LiveSession:
     __slots__ = ("close", "kind", "port", "token_id", "via")
 
     def __init__(
-        self, port: int, via: str, token_id: str | None, kind: str, close: Callable[[], None]
+        self, port: int | str, via: str, token_id: str | None, kind: str, close: Callable[[], None]
     ) -> None:
+        #: what the client asked for: a port, or a named service
         self.port = port
         self.via = via
         self.token_id = token_id
@@ -93,6 +94,7 @@ class ProxyService:
         jupyter_cookies: Iterable[str] = (),
         tokens: Any = None,
         attempts: Any = None,
+        services: Any = None,
     ) -> None:
         #: the operator's configured mode; the owner's saved choice wins until it changes
         self.configured_mode = mode
@@ -108,6 +110,8 @@ class ProxyService:
         #: the proxy token store (proxy_tokens.ProxyTokenStore) and attempt limiter
         self.tokens = tokens
         self.attempts = attempts
+        #: the named services (services.NamedServices), if any are allowed
+        self.services = services
         self.pool = UpstreamPool()
         #: Host header -> result of Jupyter's check_host (the handlers fill it)
         self.host_checks: dict[str, bool] = {}
@@ -138,6 +142,19 @@ class ProxyService:
                 asyncio.get_running_loop().create_task(self.sweep())
             except RuntimeError:  # no loop, so no live session either
                 pass
+
+    def allows(self, target: int | str) -> bool:
+        """Whether ``target`` (a port, or a named service) may be reached at all."""
+        if isinstance(target, str):
+            return self.services is not None and target in self.services.allowed
+        return target in self.ports
+
+    async def resolve(self, target: int | str) -> tuple[int, str | None]:
+        """The port to relay to, and the named service it belongs to; a service
+        not running yet is launched (services.ServiceUnavailable if it cannot be)."""
+        if isinstance(target, int):
+            return target, None
+        return await self.services.port_of(target), target
 
     def host_allowed(self, host: str, check_host: Callable[[], bool]) -> bool:
         """Jupyter's DNS-rebinding guard (``check_host``), remembered per Host
@@ -229,7 +246,7 @@ class ProxyService:
         answer = format_head(f"HTTP/1.1 101 {start.reason or 'Switching Protocols'}", headers)
         port, via, token_id = route.port, route.caller.via, route.caller.token_id
         subprotocol = upstream_headers.get("Sec-WebSocket-Protocol")
-        started = self.session_started(port, path, via, subprotocol)
+        started = self.session_started(port, path, via, subprotocol, service=route.service)
         tunnel = Tunnel(
             client,
             backend,
@@ -237,7 +254,7 @@ class ProxyService:
             max_message_size=self.websocket_max_message_size,
             on_activity=on_activity,
         )
-        live = self.session_opened(port, via, token_id, "websocket", tunnel.close_policy)
+        live = self.session_opened(route.target, via, token_id, "websocket", tunnel.close_policy)
         try:
             await tunnel.run()  # closes both ends, whatever happens
         except Exception:  # the handler is detached: no error page can go out, only a log line
@@ -253,10 +270,11 @@ class ProxyService:
                 tunnel.close_code,
                 bytes_up=tunnel.bytes_up,
                 bytes_down=tunnel.bytes_down,
+                service=route.service,
             )
 
     def session_started(
-        self, port: int, path: str, via: str, subprotocol: str | None
+        self, port: int, path: str, via: str, subprotocol: str | None, service: str | None = None
     ) -> SessionStart:
         started = SessionStart()
         events.emit(
@@ -265,6 +283,7 @@ class ProxyService:
             {
                 "action": "started",
                 "session": started.id,
+                "service": service,
                 "port": port,
                 "path": path,
                 "via": via,
@@ -284,6 +303,7 @@ class ProxyService:
         *,
         bytes_up: int = 0,
         bytes_down: int = 0,
+        service: str | None = None,
     ) -> None:
         events.emit(
             self.event_logger,
@@ -291,6 +311,7 @@ class ProxyService:
             {
                 "action": "ended",
                 "session": started.id,
+                "service": service,
                 "port": port,
                 "path": path,
                 "via": via,
@@ -306,6 +327,8 @@ class ProxyService:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self.pool.close()
+        if self.services is not None:
+            await self.services.close()
 
 
 __all__ = ["MODES", "SWEEP_PERIOD", "LiveSession", "ProxyService", "SessionStart"]

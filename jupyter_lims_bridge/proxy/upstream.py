@@ -544,16 +544,25 @@ def pass_chunked_through(connection: Any) -> None:
 
 class Route:
     """Where one let-in request goes: ``port``, the URL ``prefix`` it came
-    under (``absolute``: the backend sees the full path), and ``caller``
-    (access.Caller: ``via``, ``token_id``, ``pool_key``)."""
+    under (``absolute``: the backend sees the full path), ``caller``
+    (access.Caller: ``via``, ``token_id``, ``pool_key``), and ``service``, the
+    named service whose port it is (None: the client named the port)."""
 
-    __slots__ = ("absolute", "caller", "port", "prefix")
+    __slots__ = ("absolute", "caller", "port", "prefix", "service")
 
-    def __init__(self, port: int, prefix: str, absolute: bool, caller: Any) -> None:
+    def __init__(
+        self, port: int, prefix: str, absolute: bool, caller: Any, service: str | None = None
+    ) -> None:
         self.port = port
         self.prefix = prefix
         self.absolute = absolute
         self.caller = caller
+        self.service = service
+
+    @property
+    def target(self) -> int | str:
+        """What the client asked for (access decisions are about it)."""
+        return self.service if self.service is not None else self.port
 
     def response_headers(
         self, upstream: httputil.HTTPHeaders, service: Any, cors_origin: str | None
