@@ -177,3 +177,24 @@ def test_cli_scopes_a_token_to_services(tmp_path, capsys, monkeypatch):
     assert code == 0 and json.loads(out)["services"] == ["dashboard"]
     code, out = run("create", "typo", "--service", "dashbaord")
     assert code == 1 and "service_not_allowed" in out
+
+
+class TestWithJupyterServerProxysOwnRoute:
+    @pytest.fixture
+    def jp_server_config(self, jp_server_config):
+        extensions = {**jp_server_config["ServerApp"]["jpserver_extensions"]}
+        extensions["jupyter_server_proxy"] = True
+        server_app = {**jp_server_config["ServerApp"], "jpserver_extensions": extensions}
+        return {**jp_server_config, "ServerApp": server_app}
+
+    async def test_its_route_and_ours_share_one_process(self, jp_fetch, bridge):
+        # Given jupyter-server-proxy's own extension is enabled as well
+        token = bridge.proxy_tokens.create("svc")["token"]
+        # When the service is reached through its route, then through ours
+        theirs = json.loads((await jp_fetch("echo-app", "pid")).body)
+        ours = body(await fetch(jp_fetch, "echo-app", "pid", token=token))
+        # Then both reached the same process: it was launched once
+        assert theirs["pid"] == ours["pid"]
+        # (jupyter-server-proxy stops it when the server process exits; a test
+        # server does not exit, so stop it here)
+        await bridge.port_proxy.services._states["echo-app"]["proc"].terminate()

@@ -1,4 +1,4 @@
-"""The port proxy: ``lims/proxy[/absolute]/<port>/…`` relayed to ``127.0.0.1``.
+"""The port proxy: ``lims/proxy[/absolute]/<port or service>/…`` relayed to ``127.0.0.1``.
 
 One module per job, each saying what it owns and must not do:
 
@@ -10,7 +10,8 @@ One module per job, each saying what it owns and must not do:
   tornado internal the relay relies on;
 - :mod:`.service`: mode, ports, tokens, live sessions and their sweeper, the
   session events;
-- :mod:`.tunnel`: the websocket byte tunnel after the handshake.
+- :mod:`.tunnel`: the websocket byte tunnel after the handshake;
+- :mod:`.services`: named services, launched through jupyter-server-proxy.
 
 The tornado handlers (``handlers/proxy.py``) only wire a request to these.
 Nothing is imported here, so importing a submodule costs only that submodule.
