@@ -208,7 +208,13 @@ def _exec_target(pid: int) -> psutil.Process:
     return proc
 
 
-def run_wrk(servers: Servers, url: str, headers: dict[str, str], seconds: int) -> dict:
+def run_wrk(
+    servers: Servers,
+    url: str,
+    headers: dict[str, str],
+    seconds: int,
+    proc: psutil.Process | None = None,
+) -> dict:
     cmd = [
         *pin(servers.load_core),
         "wrk",
@@ -222,7 +228,9 @@ def run_wrk(servers: Servers, url: str, headers: dict[str, str], seconds: int) -
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     before = servers.backend_connections()
+    cpu_before = _cpu_seconds(proc)
     out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    cpu = _cpu_seconds(proc) - cpu_before
     after = servers.backend_connections() - 1  # minus the /stats request itself
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -234,6 +242,8 @@ def run_wrk(servers: Servers, url: str, headers: dict[str, str], seconds: int) -
         "p99_ms": p99,
         "requests": total,
         "conn_per_req": (after - before) / max(total, 1),
+        # the proxy's CPU per request: steadier than req/s on a shared machine
+        "cpu_us_per_req": cpu * 1e6 / total if total and proc else 0.0,
         "bad": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(1) if errors else "",
     }
@@ -541,12 +551,13 @@ def main() -> int:
                     for name, (url, headers) in targets.items():
                         proc = servers.proc_for(name)
                         if "small" in parts:
-                            add(name, "small", run_wrk(servers, f"{url}/small", headers, seconds))
+                            small = run_wrk(servers, f"{url}/small", headers, seconds, proc)
+                            add(name, "small", small)
                             if name == "lims-bridge":  # the owner's own token, as jsp is called
                                 add(
                                     name,
                                     "small_owner",
-                                    run_wrk(servers, f"{url}/small", owner, seconds),
+                                    run_wrk(servers, f"{url}/small", owner, seconds, proc),
                                 )
                         if "download" in parts:
                             add(name, "download", download(servers, url, headers, down, proc))
@@ -608,6 +619,15 @@ ROWS = [
         "≥ 0.8× direct",
     ),
     ("small GET p99 ms", "small", "p99_ms", "{:.2f}", True, "≤ 3× direct"),
+    ("small GET: proxy CPU µs per request", "small", "cpu_us_per_req", "{:.0f}", False, ""),
+    (
+        "owner's token: proxy CPU µs per request",
+        "small_owner",
+        "cpu_us_per_req",
+        "{:.0f}",
+        False,
+        "",
+    ),
     ("upstream TCP conns / request", "small", "conn_per_req", "{:.4f}", False, "≤ 0.01"),
     ("{down} MiB download MiB/s", "download", "mib_s", "{:.0f}", True, "≥ 0.9× direct"),
     ("download first byte ms", "download", "first_byte_ms", "{:.1f}", False, "< 10 ms"),

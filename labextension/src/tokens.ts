@@ -62,7 +62,7 @@ export interface IRecentEntry {
 export interface IStatus {
   version: string;
   owner: string;
-  proxy: { mode: ProxyMode; allowedPorts: number[] };
+  proxy: { mode: ProxyMode; allowedPorts: number[]; allowedServices?: string[] };
   mounts: string[];
   recent: IRecentEntry[];
 }
@@ -73,6 +73,8 @@ export interface IProxyToken {
   name: string;
   /** Ports the token may reach; null or empty: every allowed port. */
   ports: number[] | null;
+  /** Named services the token may reach (absent: see `ports`). */
+  services?: string[];
   createdAt: string | null;
   expiresAt: string | null;
   lastUsedAt: string | null;
@@ -82,6 +84,7 @@ export interface IProxyToken {
 export interface ITokenList {
   mode: ProxyMode;
   allowedPorts: number[];
+  allowedServices?: string[];
   tokens: IProxyToken[];
 }
 
@@ -89,6 +92,8 @@ export interface ITokenList {
 export interface ITokenRequest {
   name: string;
   ports?: number[];
+  /** Named services (`allowed_services`) the token is scoped to. */
+  services?: string[];
   /** Seconds until the token expires; omitted: never. */
   expiresIn?: number;
 }
