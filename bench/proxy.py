@@ -695,8 +695,8 @@ def print_table(
         for name in names:
             own = section if section in results[name] else base
             r = results[name].get(own)
-            if r is None:
-                cells.append("–")
+            if r is None or (name == "direct" and key.startswith("cpu_")):
+                cells.append("–")  # not run, or no proxy to measure
                 continue
             if "ok" in r and not r["ok"]:
                 cells.append(f"failed (HTTP {r['status']})")
