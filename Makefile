@@ -120,15 +120,17 @@ test-server: install
 test-ui: install labextension chromium
 	$(BIN)/python -m pytest tests/ui $(PYTEST_ARGS)
 
-# wrk and curl load the proxy benchmark; jupyter-server-proxy is its anchor (bench extra)
+# wrk and curl load the proxy benchmark; jupyter-server-proxy (a dependency) and
+# configurable-http-proxy (make chp) are its anchors
 bench-tools:
 	@command -v wrk >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk curl >/dev/null; }
 
-bench: install bench-tools
+bench: install bench-tools chp
 	$(BIN)/python bench/open.py
 	$(BIN)/python bench/staging.py
 	$(BIN)/python bench/proxy.py
+	$(BIN)/python bench/proxy_load.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) build .stamp-install .stamp-demo .stamp-labextension .stamp-floor labextension/node_modules labextension/lib jupyter_lims_bridge/labextension

@@ -10,7 +10,6 @@ no request logic itself.
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import os
@@ -42,10 +41,10 @@ from .claims import ReplayStore, build_verifier
 from .eln_return import ElnReturns
 from .events import register_event_schemas
 from .handlers import default_handlers
-from .handlers.proxy import still_admitted
 from .opener import Opener
-from .proxy import ProxySettings
-from .proxy_tokens import MODES as PROXY_MODES
+from .proxy.access import Access
+from .proxy.service import MODES, ProxyService
+from .proxy.services import NamedServices, valid_name
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
 from .recent import RecentOpens
 from .staging import DataStager
@@ -94,7 +93,7 @@ def _from_environment(trait: Any, text: str) -> Any:
 
 
 def _login_cookie_names(serverapp: Any) -> list[str]:
-    """A login cookie name the operator configured (the usual ones are known to proxy.py)."""
+    """A login cookie name the operator configured (the usual ones are known to proxy/headers.py)."""
     name = getattr(getattr(serverapp, "identity_provider", None), "cookie_name", "")
     return [name] if name else []
 
@@ -290,7 +289,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         return proposal["value"]
 
     proxy_mode = Enum(
-        list(PROXY_MODES),
+        list(MODES),
         "token",
         help="""Who may use the port proxy at start-up: ``token`` (the owner's session or
         a proxy token), ``open`` (anyone who can reach the server) or ``disabled``.
@@ -303,6 +302,28 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         that appends that entry (configurable-http-proxy does); without one a client
         claims any address. A valid token always passes.""",
     ).tag(config=True)
+
+    allowed_services = List(
+        Unicode(),
+        help="""Named services reachable through ``lims/proxy/<name>/`` (and
+        ``lims/proxy/absolute/<name>/``): names of services declared in
+        ``c.ServerProxy.servers`` (jupyter-server-proxy's configuration, which
+        launches them on the first request and supervises them); our proxy relays
+        to them with the same token rules as ports. Names match ``[a-z][a-z0-9-]*``
+        (never all digits: those are ports; never ``absolute``).
+        Default: ``[]`` (none). Environment: ``LIMS_BRIDGE_ALLOWED_SERVICES``.
+        Example: ``["dashboard"]`` with ``c.ServerProxy.servers = {"dashboard":
+        {"command": ["panel", "serve", "app.py", "--port", "{port}"]}}``.""",
+    ).tag(config=True)
+
+    @validate("allowed_services")
+    def _validate_allowed_services(self, proposal: dict[str, Any]) -> list[str]:
+        bad = [n for n in proposal["value"] if not valid_name(n)]
+        if bad:
+            raise TraitError(
+                f"allowed_services: {bad!r}: a name matches [a-z][a-z0-9-]* and is not 'absolute'"
+            )
+        return proposal["value"]
 
     cors_origins = List(
         Unicode(),
@@ -579,10 +600,8 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.proxy_tokens = ProxyTokenStore(
             state / "proxy_tokens.json", event_logger=self.event_logger
         )
-        self._configured_proxy_mode = self.proxy_mode
-        self.proxy_mode = self.proxy_tokens.startup_mode(self.proxy_mode)
         self.proxy_attempts = AttemptLimiter()
-        self.port_proxy = ProxySettings(
+        self.port_proxy = ProxyService(
             mode=self.proxy_mode,
             ports=parse_ports(self.allowed_ports),
             cors_origins=self.cors_origins,
@@ -590,9 +609,14 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             event_logger=self.event_logger,
             trust_xheaders=self.serverapp.trust_xheaders,
             jupyter_cookies=_login_cookie_names(self.serverapp),
+            tokens=self.proxy_tokens,
+            attempts=self.proxy_attempts,
+            services=NamedServices(self.serverapp, self.allowed_services),
         )
+        #: who may pass: one decision for new requests and live sessions alike
+        self.proxy_access = Access(self.port_proxy)
         # live websockets and streams are closed once their client is no longer admitted
-        self.port_proxy.admits = functools.partial(still_admitted, self)
+        self.port_proxy.admits = self.proxy_access.still_admitted
         self._add_frame_ancestors()
         self.webhook = self._build_webhook(state)
 
@@ -626,10 +650,7 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
     def set_proxy_mode(self, mode: str) -> None:
         """The owner's run-time choice of ``proxy_mode``, kept across restarts
         (until the operator changes the configured value)."""
-        self.proxy_tokens.save_mode(mode, self._configured_proxy_mode)
-        self.proxy_mode = mode
-        self.port_proxy.mode = mode
-        self.port_proxy.sweep()  # at once: sessions the new mode does not admit end now
+        self.port_proxy.set_mode(mode)  # live sessions the new mode does not admit end now
 
     def _add_frame_ancestors(self) -> None:
         """Let ``embed_origins`` frame every page, keep their cookies in the frame,
@@ -683,7 +704,11 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         return {
             "version": __version__,
             "owner": self.owner,
-            "proxy": {"mode": self.proxy_mode, "allowedPorts": sorted(self.port_proxy.ports)},
+            "proxy": {
+                "mode": self.port_proxy.mode,
+                "allowedPorts": sorted(self.port_proxy.ports),
+                "allowedServices": sorted(self.port_proxy.services.allowed),
+            },
             "mounts": sorted(self.data_mounts),
             "recent": self.eln_returns.annotate(self.recent.list()),
             "webhook": self.webhook.status() if getattr(self, "webhook", None) else None,

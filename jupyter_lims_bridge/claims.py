@@ -27,19 +27,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
 from .errors import LimsError
 from .statefile import read_json, update_private_json
 
-#: Asymmetric algorithms accepted by default, and the key types that may verify them.
-ASYMMETRIC_ALGORITHMS = {
-    "EdDSA": ed25519.Ed25519PublicKey,
-    "ES256": ec.EllipticCurvePublicKey,
-    "RS256": rsa.RSAPublicKey,
-}
+# PyJWT and cryptography cost a server some 10 MiB of RSS: they are imported
+# by the first token verified (``import jwt`` where it is used), not when the
+# extension loads, so a server never opened from the ELN does not pay for them.
+
+#: Asymmetric algorithms accepted by default (the key types: :func:`_key_types`).
+ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+
+
+def _key_types() -> dict[str, Any]:
+    """Each asymmetric algorithm and the key type that may verify it."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    return {
+        "EdDSA": ed25519.Ed25519PublicKey,
+        "ES256": ec.EllipticCurvePublicKey,
+        "RS256": rsa.RSAPublicKey,
+    }
+
+
 HMAC_ALGORITHM = "HS256"
 #: A token larger than this is refused before any parsing (a deep link must fit a URL anyway).
 MAX_TOKEN_BYTES = 16 * 1024
@@ -122,13 +131,23 @@ class OpenRequest:
 # keys
 
 
-def load_public_key(text_or_path: str) -> Any:
-    """Load a PEM public key given as PEM text or as the path of a PEM file."""
+def pem_text(text_or_path: str) -> str:
+    """The PEM text given as such or as the path of a PEM file (read now)."""
     text = text_or_path.strip()
     if not text.startswith("-----BEGIN"):
         text = Path(text_or_path).expanduser().read_text()
-    key = load_pem_public_key(text.encode())
-    if not isinstance(key, tuple(ASYMMETRIC_ALGORITHMS.values())):
+    if "-----BEGIN" not in text:
+        raise ValueError("not a PEM public key")
+    return text
+
+
+def load_public_key(text_or_path: str) -> Any:
+    """Load a PEM public key given as PEM text or as the path of a PEM file."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    key = load_pem_public_key(pem_text(text_or_path).strip().encode())
+    if not isinstance(key, tuple(_key_types().values())):
         raise ValueError(f"unsupported public key type {type(key).__name__}")
     if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name != "secp256r1":
         raise ValueError("only P-256 EC keys (ES256) are supported")
@@ -136,7 +155,7 @@ def load_public_key(text_or_path: str) -> Any:
 
 
 def algorithm_for_key(key: Any) -> str:
-    for alg, key_type in ASYMMETRIC_ALGORITHMS.items():
+    for alg, key_type in _key_types().items():
         if isinstance(key, key_type):
             return alg
     raise ValueError(f"unsupported key type {type(key).__name__}")
@@ -145,7 +164,8 @@ def algorithm_for_key(key: Any) -> str:
 class KeySet:
     """The keys that may verify an open token, grouped by algorithm.
 
-    PEM keys are loaded once. A JWKS is fetched in a worker thread (never on the
+    PEM keys are read at start (a missing file fails then) and parsed once, on
+    first use (no cryptography import before a token arrives). A JWKS is fetched in a worker thread (never on the
     event loop), cached 5 minutes, and refetched once when a token names an
     unknown ``kid`` (PyJWKClient does that, at most once per cooldown period).
     A JWKS that cannot be fetched or used counts as empty (and is logged as a
@@ -161,26 +181,44 @@ class KeySet:
         jwks_timeout: float = 5.0,
         jwks_refetch_cooldown: float = 10.0,
     ) -> None:
-        self.pem_keys = [load_public_key(k) for k in public_keys]
+        self._pem_texts = [pem_text(k) for k in public_keys]
+        self._pem_keys: list[Any] | None = None
         self.hmac_secret = hmac_secret or None
-        self.jwks_client = (
+        self.jwks_url = jwks_url or None
+        self._jwks_options = (jwks_timeout, jwks_refetch_cooldown)
+        self._jwks_client: Any = None
+
+    @property
+    def pem_keys(self) -> list[Any]:
+        if self._pem_keys is None:
+            try:
+                self._pem_keys = [load_public_key(text) for text in self._pem_texts]
+            except Exception as e:
+                log.error("lims-bridge: a configured public key cannot be used: %s", e)
+                raise
+        return self._pem_keys
+
+    @property
+    def jwks_client(self) -> Any:
+        if self.jwks_url and self._jwks_client is None:
+            import jwt
+
+            timeout, cooldown = self._jwks_options
             # the cooldown bounds how often tokens with made-up kids can make us
             # refetch the LIMS's JWKS
-            jwt.PyJWKClient(
-                jwks_url,
+            self._jwks_client = jwt.PyJWKClient(
+                self.jwks_url,
                 cache_keys=True,
                 lifespan=300,
-                timeout=jwks_timeout,
-                cooldown_duration=jwks_refetch_cooldown,
+                timeout=timeout,
+                cooldown_duration=cooldown,
             )
-            if jwks_url
-            else None
-        )
+        return self._jwks_client
 
     @property
     def algorithms(self) -> list[str]:
         algs = {algorithm_for_key(k) for k in self.pem_keys}
-        if self.jwks_client:
+        if self.jwks_url:
             algs |= set(ASYMMETRIC_ALGORITHMS)
         if self.hmac_secret:
             algs.add(HMAC_ALGORITHM)
@@ -188,7 +226,7 @@ class KeySet:
 
     @property
     def configured(self) -> bool:
-        return bool(self.pem_keys or self.jwks_client or self.hmac_secret)
+        return bool(self._pem_texts or self.jwks_url or self.hmac_secret)
 
     async def candidates(self, alg: str, kid: str | None) -> list[Any]:
         """The keys that may have signed a token with header ``alg`` / ``kid``.
@@ -202,7 +240,7 @@ class KeySet:
         """The configured keys (PEM keys, or the HMAC secret) that may verify ``alg``."""
         if alg == HMAC_ALGORITHM:
             return [self.hmac_secret] if self.hmac_secret else []
-        key_type = ASYMMETRIC_ALGORITHMS.get(alg)
+        key_type = _key_types().get(alg)
         if key_type is None:
             return []
         return [k for k in self.pem_keys if isinstance(k, key_type)]
@@ -210,7 +248,7 @@ class KeySet:
     async def jwks_candidates(self, alg: str, kid: str | None) -> list[Any]:
         """The JWKS's keys for ``alg`` / ``kid``; empty when there is no JWKS or it
         cannot be used. Never raises."""
-        if self.jwks_client is None or alg not in ASYMMETRIC_ALGORITHMS:
+        if not self.jwks_url or alg not in ASYMMETRIC_ALGORITHMS:
             return []
         return await asyncio.to_thread(self._jwks_keys, alg, kid)
 
@@ -221,7 +259,7 @@ class KeySet:
                 jwks = [self.jwks_client.get_signing_key(kid)]
             else:
                 jwks = self.jwks_client.get_signing_keys()
-            key_type = ASYMMETRIC_ALGORITHMS[alg]
+            key_type = _key_types()[alg]
             return [j.key for j in jwks if isinstance(j.key, key_type)]
         except Exception as e:
             # an unknown kid, the endpoint unreachable, or answering something that
@@ -370,6 +408,8 @@ class OpenTokenVerifier:
             return await self._verify_signature(token)
 
     async def _verify_signature(self, token: str | None) -> dict[str, Any]:
+        import jwt
+
         if not token:
             raise LimsError("token_missing")
         if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
@@ -405,6 +445,8 @@ class OpenTokenVerifier:
     def _decode(self, token: str, alg: str, keys: list[Any]) -> dict[str, Any] | None:
         """The claims, verified by the first of ``keys`` whose signature matches;
         None when none does. Raises :class:`LimsError` on any other failure."""
+        import jwt
+
         options = {"require": ["exp", "iat", "sub", "aud", "jti"], "verify_nbf": True}
         for key in keys:
             try:
@@ -495,6 +537,8 @@ class OpenTokenVerifier:
 def _expired_claims(token: str, key: Any, alg: str) -> dict[str, Any] | None:
     """The claims of an expired token whose signature ``key`` verified: only its
     ``entity`` (for the way back), never trusted for anything else."""
+    import jwt  # loaded by the first token verified, not with the extension
+
     try:
         claims = jwt.decode(
             token, key=key, algorithms=[alg], options={"verify_exp": False, "verify_aud": False}

@@ -50,6 +50,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         dest="ports",
         help="limit the token to this port (repeatable; default: all allowed ports)",
     )
+    c.add_argument(
+        "--service",
+        action="append",
+        dest="services",
+        help="limit the token to this named service (repeatable; see allowed_services)",
+    )
     c.add_argument("--expires-in", type=float, help="lifetime in seconds (default: no expiry)")
     r = actions.add_parser("revoke", help="revoke a token by id", parents=[common])
     r.add_argument("id", help="the token's id (from 'list')")
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     action = getattr(args, "tokens_action", None) or "list"
     as_json = getattr(args, "json", False)
     explicit = getattr(args, "state_dir", None)
-    scoped = action == "create" and bool(args.ports)
+    scoped = action == "create" and bool(args.ports or args.services)
     try:
         # the server's configuration is read once, and only when it is needed
         bridge = _configured() if scoped or not explicit else None
@@ -95,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 for t in tokens:
                     ports = ",".join(map(str, t["ports"])) if t["ports"] else "all allowed"
+                    if t["ports"] or t.get("services"):
+                        ports = ",".join(map(str, t["ports"] or [])) or "none"
+                    services = f"  services: {','.join(t['services'])}" if t.get("services") else ""
                     print(
-                        f"{t['id']}  {t['name']!r}  ports: {ports}  "
+                        f"{t['id']}  {t['name']!r}  ports: {ports}{services}  "
                         f"expires: {t['expiresAt'] or 'never'}  last used: {t['lastUsedAt'] or 'never'}"
                     )
         elif action == "create":
@@ -105,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
                 args.ports,
                 args.expires_in,
                 allowed_ports=allowed_ports(bridge) if scoped else None,
+                services=args.services,
+                allowed_services=frozenset(bridge.allowed_services) if scoped and bridge else None,
             )
             if as_json:
                 print(json.dumps(created, indent=2))

@@ -40,7 +40,6 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import requests
 from jupyter_core.utils import ensure_async
 from tornado import web
 
@@ -466,6 +465,8 @@ class ElnReturns:
             "Accept": "application/json",
             "User-Agent": f"jupyter-lims-bridge/{__version__}",
         }
+        import requests  # loaded by the first save, not with the extension
+
         try:
             response = requests.post(
                 spec.url,

@@ -40,6 +40,8 @@ REASONS: dict[str, tuple[int, str]] = {
     "body_too_large": (413, "The request body is too large."),
     # proxy
     "port_not_allowed": (403, "That port is not allowed."),
+    # a named service (proxy/services.py): not in allowed_services, or outside a token's scope
+    "service_not_allowed": (403, "That service is not allowed."),
     "proxy_disabled": (403, "The proxy is disabled."),
     "too_many_attempts": (429, "Too many failed attempts; try again later."),
     "backend_unavailable": (502, "The service behind the proxy is not reachable."),

@@ -9,7 +9,7 @@ kept in memory, so checking a token costs a dictionary lookup and a
 constant-time compare, not a file read. A change made by another process (the
 ``jupyter lims-bridge tokens`` command) is noticed by a cheap ``stat`` at most
 every half second (so a live session let in by a token it revoked is closed
-within a second, see ``ProxySettings.sweep``).
+within a second, see ``ProxyService.sweep``).
 
 Must not: keep or log a plain token (it exists only in the answer to the
 create call), or know anything about HTTP handlers. Emits the token events.
@@ -29,6 +29,7 @@ from typing import Any
 
 from . import events
 from .errors import LimsError
+from .proxy.service import MODES
 from .statefile import read_json, update_private_json
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ PREFIX = "jlb_"
 #: 32 random bytes = 256 bits, the floor DESIGN.md sets.
 TOKEN_BYTES = 32
 FILE_NAME = "proxy_tokens.json"
-#: the proxy modes (DESIGN: ``PUT lims/api/proxy``, option ``proxy_mode``), spelled only here
-MODES = ("token", "open", "disabled")
 # A plain token is "jlb_" + 43 url-safe characters; anything far off is refused
 # before hashing so a huge header costs nothing.
 _MAX_TOKEN_LENGTH = 256
@@ -174,8 +173,14 @@ class ProxyTokenStore:
         expires_in: float | None = None,
         *,
         allowed_ports: frozenset[int] | None = None,
+        services: Iterable[str] | None = None,
+        allowed_services: frozenset[str] | None = None,
     ) -> dict[str, Any]:
-        """Make a token; the answer is the only place its plain text ever appears."""
+        """Make a token; the answer is the only place its plain text ever appears.
+
+        ``ports`` and ``services`` scope it (named services: proxy/services.py);
+        a token with neither reaches every allowed port and service, one scoped
+        to ports only reaches no service, and the other way round."""
         if not isinstance(name, str) or not name.strip() or len(name) > 100:
             raise LimsError("bad_request", "A token needs a name of 1 to 100 characters.")
         scope: list[int] | None = None
@@ -193,6 +198,20 @@ class ProxyTokenStore:
                     "port_not_allowed", "A token can only be scoped to ports in allowed_ports."
                 )
             scope = sorted(set(ports))
+        names: list[str] | None = None
+        if services is not None:
+            if (
+                not isinstance(services, list)
+                or not services
+                or not all(isinstance(n, str) for n in services)
+            ):
+                raise LimsError("bad_request", "'services' must be a list of service names.")
+            if allowed_services is not None and not set(services) <= allowed_services:
+                raise LimsError(
+                    "service_not_allowed",
+                    "A token can only be scoped to services in allowed_services.",
+                )
+            names = sorted(set(services))
         if expires_in is not None and (
             isinstance(expires_in, bool)
             or not isinstance(expires_in, (int, float))
@@ -206,6 +225,7 @@ class ProxyTokenStore:
             "hash": _digest(token),
             "name": name.strip(),
             "ports": scope,
+            **({"services": names} if names is not None else {}),
             "createdAt": now,
             "expiresAt": now + expires_in if expires_in is not None else None,
             "lastUsedAt": None,
@@ -214,7 +234,13 @@ class ProxyTokenStore:
         events.emit(
             self.event_logger,
             events.PROXY_TOKENS,
-            {"action": "created", "tokenId": rec["id"], "name": rec["name"], "ports": scope},
+            {
+                "action": "created",
+                "tokenId": rec["id"],
+                "name": rec["name"],
+                "ports": scope,
+                "services": names,
+            },
         )
         public = self._public(rec)
         del public["lastUsedAt"]  # DESIGN.md: the create answer has no lastUsedAt
@@ -250,6 +276,7 @@ class ProxyTokenStore:
             "id": rec["id"],
             "name": rec["name"],
             "ports": rec.get("ports"),
+            **({"services": rec["services"]} if rec.get("services") is not None else {}),
             "createdAt": _iso(rec.get("createdAt")),
             "expiresAt": _iso(rec.get("expiresAt")),
             "lastUsedAt": _iso(rec.get("lastUsedAt")),
@@ -258,9 +285,10 @@ class ProxyTokenStore:
     # -- the proxy's check ---------------------------------------------------------
 
     def check(
-        self, token: str | None, port: int, client: str | None = None, *, quiet: bool = False
+        self, token: str | None, port: int | str, client: str | None = None, *, quiet: bool = False
     ) -> dict[str, Any]:
-        """The record of a valid ``token`` for ``port``, or a :class:`LimsError`.
+        """The record of a valid ``token`` for ``port`` (a port, or a named
+        service's name), or a :class:`LimsError`.
 
         ``port_not_allowed`` here means outside the token's own scope; the
         caller checks ``allowed_ports`` afterwards, so only a valid token
@@ -291,10 +319,15 @@ class ProxyTokenStore:
         if refusal == "port_not_allowed":
             self._failed("port_not_allowed", port, client, rec)
             raise LimsError("port_not_allowed", "This proxy token is not valid for that port.")
+        if refusal == "service_not_allowed":
+            self._failed("service_not_allowed", port, client, rec)
+            raise LimsError(
+                "service_not_allowed", "This proxy token is not valid for that service."
+            )
         self._mark_used(rec, now)
         return rec
 
-    def still_valid(self, token_id: str, port: int) -> bool:
+    def still_valid(self, token_id: str, port: int | str) -> bool:
         """Whether the token with ``token_id`` still exists (not revoked, here or
         by another process) and is valid for ``port`` now: the rule of
         :meth:`check`, for a session that token let in earlier."""
@@ -303,17 +336,19 @@ class ProxyTokenStore:
         return rec is not None and self._refusal(rec, port, self.clock()) is None
 
     @staticmethod
-    def _refusal(rec: dict[str, Any], port: int, now: float) -> str | None:
+    def _refusal(rec: dict[str, Any], port: int | str, now: float) -> str | None:
         expires = rec.get("expiresAt")
         if expires is not None and now >= expires:
             return "token_expired"
-        scope = rec.get("ports")
-        if scope is not None and port not in scope:
-            return "port_not_allowed"
-        return None
+        ports, services = rec.get("ports"), rec.get("services")
+        if isinstance(port, str):  # a named service
+            covered = port in services if services is not None else ports is None
+            return None if covered else "service_not_allowed"
+        covered = port in ports if ports is not None else services is None
+        return None if covered else "port_not_allowed"
 
     def _failed(
-        self, reason: str, port: int, client: str | None, rec: dict[str, Any] | None = None
+        self, reason: str, port: int | str, client: str | None, rec: dict[str, Any] | None = None
     ) -> None:
         events.emit(
             self.event_logger,
@@ -322,7 +357,7 @@ class ProxyTokenStore:
                 "action": "use_failed",
                 "reason": reason,
                 "tokenId": rec.get("id") if rec else None,
-                "port": port,
+                **({"service": port} if isinstance(port, str) else {"port": port}),
                 "client": client,
             },
         )

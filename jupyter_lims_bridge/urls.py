@@ -38,7 +38,9 @@ TEMPLATES: dict[str, str] = {
 _PARAMETERS: dict[str, str] = {
     "job_id": r"[A-Za-z0-9_-]+",
     "token_id": r"[A-Za-z0-9_-]+",
-    "port": r"\d+",
+    # a port, or the name of a service (proxy/services.py): never all digits,
+    # never "absolute" (lims/proxy/absolute/… is the other route)
+    "port": r"\d+|(?!absolute(?![a-z0-9-]))[a-z][a-z0-9-]*",
     "proxied_path": r"/.*",
 }
 #: parameters a URL may leave out ("lims/proxy/8050" redirects to add the slash)

@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
 from . import events
 
 log = logging.getLogger(__name__)
@@ -381,11 +379,8 @@ class WebhookService:
         self._stopping: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._session = requests.Session()
-        # no urllib3 retries and no redirects: a failure is ours to retry, and a
-        # signed body is not sent to wherever a redirect points
-        self._session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
-        self._session.mount("https://", requests.adapters.HTTPAdapter(max_retries=0))
+        #: made by the first delivery (requests costs ~4 MiB RSS; not paid before)
+        self._session: Any = None
         self._end_sessions_left_open()
         if self._drops_unreported:
             self._warn_dropped()
@@ -452,7 +447,7 @@ class WebhookService:
 
     def _track_session(self, data: dict[str, Any]) -> None:
         key = (data.get("port"), data.get("path"), data.get("via"))
-        session_id = data.get("session")  # not in the v1 schema; used once the emitter sends it
+        session_id = data.get("session")  # sent by the emitter since proxy2; older journals lack it
         if data.get("action") == "started":
             self.journal.open_session(
                 {
@@ -467,7 +462,7 @@ class WebhookService:
             if session_id is not None and str(session_id) in self.journal.sessions:
                 self.journal.close_session(str(session_id))
                 return
-            # The v1 events carry no session id: of the open sessions with the same
+            # An event without a session id (an older emitter): of the open sessions with the same
             # port, path and way in, the one that started closest to now - duration.
             began = time.time() - float(data.get("durationSeconds") or 0)
             candidates = [
@@ -483,6 +478,7 @@ class WebhookService:
             if "proxy_session" in self.types:
                 data = {
                     "action": "ended",
+                    "session": session["id"],
                     "port": session["port"],
                     "path": session["path"],
                     "via": session["via"],
@@ -556,9 +552,23 @@ class WebhookService:
         delay = min(self.retry_max, self.retry_initial * 2 ** min(failures - 1, 30))
         return delay / 2 + random.uniform(0, delay / 2)
 
+    def _http(self) -> Any:
+        import requests
+
+        if self._session is None:
+            session = requests.Session()
+            # no urllib3 retries and no redirects: a failure is ours to retry, and a
+            # signed body is not sent to wherever a redirect points
+            session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
+            session.mount("https://", requests.adapters.HTTPAdapter(max_retries=0))
+            self._session = session
+        return self._session
+
     def _post(self, msg: dict[str, Any]) -> tuple[bool, str | None]:
         """One attempt (in the worker thread). Re-signed each time: receivers
         reject a ``webhook-timestamp`` older than a few minutes."""
+        import requests
+
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -568,7 +578,7 @@ class WebhookService:
             "User-Agent": "jupyter-lims-bridge-webhook",
         }
         try:
-            response = self._session.post(
+            response = self._http().post(
                 self.url,
                 data=msg["body"].encode(),
                 headers=headers,
@@ -610,7 +620,8 @@ class WebhookService:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
-        self._session.close()
+        if self._session is not None:
+            self._session.close()
         self.journal.release()
 
     def status(self) -> dict[str, Any]:

@@ -632,6 +632,32 @@ async def test_websocket_echo_with_subprotocol(server, backend_port, token, brid
     assert ended["messages"] == 7 and ended["closeCode"] == 4001
 
 
+async def test_websocket_session_events_carry_one_session_id_and_the_bytes_relayed(
+    server, backend_port, token, bridge
+):
+    # Given a websocket through the proxy, its events captured
+    events = []
+    bridge.port_proxy.event_logger = type(
+        "L", (), {"emit": lambda self, schema_id, data: events.append(data)}
+    )()
+    ws = await websocket_connect(ws_request(server, backend_port, headers={"X-Proxy-Token": token}))
+    # When 10,000 bytes go each way (echoed), then the client closes
+    await ws.write_message(b"x" * 10_000, binary=True)
+    assert await ws.read_message() == b"x" * 10_000
+    ws.close(1000)
+    for _ in range(100):
+        if len(events) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    started, ended = events
+    # Then start and end name the same session, and the end counts the bytes
+    # relayed each way (payloads plus frame headers, a few bytes each)
+    assert started["session"] == ended["session"] and len(started["session"]) == 32
+    assert 10_000 < ended["bytesUp"] < 10_100
+    assert 10_000 < ended["bytesDown"] < 10_100
+    assert "bytesUp" not in started
+
+
 async def test_websocket_client_close_code_reaches_the_backend(server, backend_port, token):
     req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
     ws = await websocket_connect(req)
@@ -799,9 +825,9 @@ async def test_websocket_traffic_counts_as_activity(
 async def test_plain_path_without_tornado_internals(proxy_fetch, token, monkeypatch):
     # Given a tornado version the fast path was not tested on, the plain path
     # (no header object swap, de-chunk and let tornado re-chunk) gives the same answers
-    from jupyter_lims_bridge import proxy as proxy_module
+    from jupyter_lims_bridge.proxy import upstream
 
-    monkeypatch.setattr(proxy_module, "FAST_PATH", False)
+    monkeypatch.setattr(upstream, "FAST_PATH", False)
     r = await proxy_fetch("chunked", token=token, params={"n": str(700_000)})
     assert r.code == 200 and len(r.body) == 700_000
     r = await proxy_fetch("bytes", token=token, params={"n": str(300_000)})
@@ -1120,7 +1146,7 @@ async def test_pooled_connections_are_kept_apart_per_caller(
 
 
 def test_the_pool_keeps_only_connections_between_two_messages():
-    from jupyter_lims_bridge.proxy import UpstreamPool
+    from jupyter_lims_bridge.proxy.upstream import UpstreamPool
 
     class Stream:
         def __init__(self, buffered: int, reading: bool = False) -> None:

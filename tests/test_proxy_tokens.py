@@ -378,7 +378,7 @@ def test_event_schemas_validate_what_the_managers_emit(tmp_path):
     from jupyter_events import EventLogger
 
     from jupyter_lims_bridge import events
-    from jupyter_lims_bridge.proxy import ProxySettings
+    from jupyter_lims_bridge.proxy.service import ProxyService
 
     records = []
 
@@ -393,7 +393,7 @@ def test_event_schemas_validate_what_the_managers_emit(tmp_path):
     with pytest.raises(LimsError):
         store.check("jlb_nope", 8050, "127.0.0.1")
     store.revoke(created["id"])
-    proxy = ProxySettings(
+    proxy = ProxyService(
         mode="token",
         ports=frozenset({8050}),
         cors_origins=[],

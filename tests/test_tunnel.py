@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from jupyter_lims_bridge.tunnel import FrameScanner, close_frame
+from jupyter_lims_bridge.proxy.tunnel import FrameScanner, close_frame
 
 
 def frame(payload: bytes, *, opcode: int = 0x2, fin: bool = True, masked: bool = False) -> bytes:

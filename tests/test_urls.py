@@ -76,3 +76,11 @@ def test_each_pattern_matches_the_url_built_for_it():
 def test_a_proxy_url_may_leave_out_the_path():
     assert re.fullmatch(PATTERNS["proxy"], "lims/proxy/8050")
     assert not re.fullmatch(PATTERNS["proxy"], "lims/proxy/absolute/8050/")
+
+
+def test_a_proxy_url_names_a_port_or_a_service():
+    for url in ("lims/proxy/dashboard/", "lims/proxy/my-app2/x", "lims/proxy/absolutely/"):
+        assert re.fullmatch(PATTERNS["proxy"], url), url
+    for url in ("lims/proxy/Dash/", "lims/proxy/2fa/", "lims/proxy/-x/", "lims/proxy/absolute/"):
+        assert not re.fullmatch(PATTERNS["proxy"], url), url
+    assert re.fullmatch(PATTERNS["proxy_absolute"], "lims/proxy/absolute/dashboard/x")

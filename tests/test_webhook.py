@@ -277,7 +277,7 @@ async def _status_is_like(jp_fetch, **expected) -> bool:
 
 async def test_proxy_sessions_report_start_and_end(receiver, bridge, jp_serverapp):
     receiver.start()
-    proxy = bridge.port_proxy  # the real emitters of proxy.py, without a websocket
+    proxy = bridge.port_proxy  # the real emitters of proxy/service.py, without a websocket
     a = proxy.session_started(8050, "/a/lims/proxy/8050/ws", "token", "echo.v2")
     await asyncio.sleep(0.05)
     b = proxy.session_started(8050, "/a/lims/proxy/8050/ws", "token", None)
@@ -287,14 +287,18 @@ async def test_proxy_sessions_report_start_and_end(receiver, bridge, jp_serverap
     assert started.payload["type"] == "proxy_session"
     assert started.payload["data"] == {
         "action": "started",
+        "session": a.id,
         "port": 8050,
         "path": "/a/lims/proxy/8050/ws",
         "via": "token",
         "subprotocol": "echo.v2",
     }
     assert ended.payload["data"]["action"] == "ended" and ended.payload["data"]["messages"] == 3
-    # one of the two is still open (ended at the next start if the server stopped now)
-    assert len(bridge.webhook.journal.sessions) == 1
+    # the end names its session: the webhook pairs them by id, not by port and path
+    assert ended.payload["data"]["session"] == b.id != a.id
+    assert ended.payload["data"]["bytesUp"] == ended.payload["data"]["bytesDown"] == 0
+    # the other one is still open (ended at the next start if the server stopped now)
+    assert list(bridge.webhook.journal.sessions) == [a.id]
     proxy.session_ended(8050, "/a/lims/proxy/8050/ws", "token", a, 1, None)
     await accepted(receiver, 4)
     assert bridge.webhook.journal.sessions == {}

@@ -102,9 +102,12 @@ def test_queued_events_and_an_open_session_arrive_after_a_restart(
     assert opened.payload["data"]["entityId"] == "S-9"
     session = {"port": backend_port, "path": f"/lims/proxy/{backend_port}/ws", "via": "token"}
     assert started.payload["type"] == ended.payload["type"] == "proxy_session"
-    assert started.payload["data"] == {"action": "started", **session}
-    assert {k: ended.payload["data"][k] for k in ("action", *session)} == {
+    session_id = started.payload["data"]["session"]
+    assert started.payload["data"] == {"action": "started", "session": session_id, **session}
+    # the end made up at the next start names the same session
+    assert {k: ended.payload["data"][k] for k in ("action", "session", *session)} == {
         "action": "ended",
+        "session": session_id,
         **session,
     }
     if stop == signal.SIGKILL:

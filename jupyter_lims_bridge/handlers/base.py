@@ -10,6 +10,7 @@ any other exception is logged with its method and path, never its query.
 from __future__ import annotations
 
 import json
+from http.client import responses
 from typing import TYPE_CHECKING, Any
 
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
@@ -31,12 +32,50 @@ AUTH_RESOURCE_PROXY = "lims_bridge:proxy"
 AUTH_RESOURCE_SAVE = "lims_bridge:save"
 
 
+def error_json(status_code: int, error: BaseException | None) -> tuple[int, dict[str, Any]]:
+    """Status and ``{"message", "reason"}`` body for an error a handler raised
+    (for handlers that are not ``APIHandler``s, such as the proxy's)."""
+    if isinstance(error, LimsError):
+        return error.status, error.to_json()
+    if isinstance(error, web.HTTPError):
+        default = responses.get(status_code)
+        message = error.log_message or default or "Error"
+        return status_code, {
+            "message": message,
+            "reason": error.reason if error.reason != default else None,
+        }
+    return status_code, {"message": "Unhandled error", "reason": None}
+
+
+def write_json_error(
+    handler: Any, status_code: int, exc_info: Any, *, cors_origin: str | None = None
+) -> None:
+    """Finish ``handler`` with the JSON error for ``exc_info`` (see :func:`error_json`),
+    readable cross-origin by ``cors_origin`` when one is given."""
+    error = exc_info[1] if exc_info else None
+    status, body = error_json(status_code, error)
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json")
+    handler.set_header("Cache-Control", "no-store")
+    if getattr(handler, "body_left_unread", False):
+        handler.set_header("Connection", "close")
+    if cors_origin:
+        handler.set_header("Access-Control-Allow-Origin", cors_origin)
+        handler.set_header("Vary", "Origin")
+    handler.finish(json.dumps(body))
+
+
 class BridgeMixin:
     """Access to the extension's services, and quiet logging of refusals."""
 
     settings: dict[str, Any]
     request: Any
     log: Any
+
+    #: set by a handler that answers before reading the request's body: tornado
+    #: then closes the connection, and the answer must say so (``Connection: close``)
+    #: or a client that reuses the connection gets a reset
+    body_left_unread = False
 
     @property
     def bridge(self) -> LimsBridge:
@@ -63,11 +102,6 @@ class BridgeMixin:
 
 class LimsAPIHandler(BridgeMixin, ExtensionHandlerMixin, APIHandler):
     """Base of the JSON API handlers."""
-
-    #: set by a handler that answers before reading the request's body: tornado
-    #: then closes the connection, and the answer must say so (``Connection: close``)
-    #: or a client that reuses the connection gets a reset
-    body_left_unread = False
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]

@@ -25,6 +25,7 @@ class TokensHandler(LimsAPIHandler):
             {
                 "mode": bridge.port_proxy.mode,
                 "allowedPorts": sorted(bridge.port_proxy.ports),
+                "allowedServices": sorted(bridge.port_proxy.services.allowed),
                 "tokens": bridge.proxy_tokens.list(),
             }
         )
@@ -38,6 +39,8 @@ class TokensHandler(LimsAPIHandler):
             body.get("ports"),
             body.get("expiresIn"),
             allowed_ports=self.bridge.port_proxy.ports,
+            services=body.get("services"),
+            allowed_services=self.bridge.port_proxy.services.allowed,
         )
         self.set_header("Location", url_for("token", self.base_url, token_id=created["id"]))
         self.write_json(created, status=201)
@@ -61,5 +64,5 @@ class ProxyModeHandler(LimsAPIHandler):
     @authorized
     def put(self) -> None:
         mode = self.get_json_object().get("mode")
-        self.bridge.set_proxy_mode(mode)  # the store refuses an unknown mode
+        self.bridge.set_proxy_mode(mode)  # the service checks it (bad_request)
         self.write_json({"mode": mode})

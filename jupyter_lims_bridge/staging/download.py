@@ -29,13 +29,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
-
-import requests
 
 from ..claims import DataItem
 from .plan import safe_url, url_allowed
+
+if TYPE_CHECKING:
+    import requests
 
 #: Read and write size of a download, and of hashing a file already on disk.
 CHUNK_SIZE = 1 << 20
@@ -330,6 +331,9 @@ class Downloader:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
+            # imported by the first download, not when the extension loads (~4 MiB RSS)
+            import requests
+
             session = requests.Session()
             # our own loop retries and resumes; urllib3's would refetch from the start
             session.mount("http://", requests.adapters.HTTPAdapter(max_retries=0))
@@ -342,6 +346,8 @@ class Downloader:
 
     def _get(self, job: Job, headers: dict[str, str]) -> requests.Response:
         """GET ``job.url``, following redirects only while they stay allowed."""
+        import requests
+
         url = job.url
         session = self._session()
         for _ in range(MAX_REDIRECTS + 1):
@@ -448,6 +454,8 @@ class Downloader:
         self, job: Job, response: requests.Response, offset: int, mode: str, hasher: Any
     ) -> None:
         """Copy the body into the partial file, hashing as it goes."""
+        import requests
+
         limit = job.size if job.size is not None else self.max_download_bytes
         done = offset
         job.bytes_done = done

@@ -24,8 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from .. import events
 from ..claims import DataItem
 from ..errors import LimsError
@@ -260,6 +258,8 @@ class DataStager:
 
     def _run(self, job: Job) -> None:
         """Run ``job`` to its end in a worker thread; never raises."""
+        import requests  # not before the first download (see download.py)
+
         job.state, job.started = RUNNING, time.monotonic()
         try:
             self.downloader.run(job)

@@ -106,7 +106,7 @@ export type SaveFormat = 'ipynb' | 'html';
 export interface IStatus {
   version: string;
   owner: string;
-  proxy: { mode: ProxyMode; allowedPorts: number[] };
+  proxy: { mode: ProxyMode; allowedPorts: number[]; allowedServices?: string[] };
   mounts: string[];
   recent: IRecentEntry[];
   /** Origins allowed to embed this server (`embed_origins`); absent from older servers. */
@@ -119,6 +119,8 @@ export interface IProxyToken {
   name: string;
   /** Ports the token may reach; null or empty: every allowed port. */
   ports: number[] | null;
+  /** Named services the token may reach (absent: see `ports`). */
+  services?: string[];
   createdAt: string | null;
   expiresAt: string | null;
   lastUsedAt: string | null;
@@ -128,6 +130,7 @@ export interface IProxyToken {
 export interface ITokenList {
   mode: ProxyMode;
   allowedPorts: number[];
+  allowedServices?: string[];
   tokens: IProxyToken[];
 }
 
@@ -135,6 +138,8 @@ export interface ITokenList {
 export interface ITokenRequest {
   name: string;
   ports?: number[];
+  /** Named services (`allowed_services`) the token is scoped to. */
+  services?: string[];
   /** Seconds until the token expires; omitted: never. */
   expiresIn?: number;
 }

@@ -1,45 +1,49 @@
-"""Streaming HTTP/1.1 relay to services on ``127.0.0.1:<port>``.
+"""The upstream side of the port proxy: connections to ``127.0.0.1:<port>`` and
+one HTTP/1.1 exchange over them; and every tornado internal the proxy relies on.
 
 Owns: the pool of keep-alive upstream connections (kept apart per caller,
-reused only between two messages); the request head written
-from the parsed request; the response head parsed; bodies relayed stream to
-stream in 256 KiB pieces read into reusable buffers, with backpressure both
-ways; header hygiene (hop-by-hop, Jupyter cookies, the proxy token, forwarded
-headers set from our own view of the request, ``Location``) and Jupyter's
-credentials dropped from the query; the client's body framing, checked
-before anything goes upstream; the websocket handshake's headers (the frames
-after it are tunnel.py's); the proxy session events;
-the proxy's live settings (mode, ports, CORS origins) as plain attributes
-so a request reads no traitlets; and the registry of live sessions
-(websockets, streamed bodies) with the sweeper that closes those whose client
-is no longer admitted (the decision itself is the handlers').
+reused only between two messages); the request head written from the parsed
+request; the response head parsed; bodies relayed stream to stream in 256 KiB
+pieces read into reusable buffers, with backpressure both ways; and, in one
+place, the tornado tricks of the relay (below).
 
-Must not: authenticate anyone (handlers/proxy.py and proxy_tokens.py do),
-hold a body in memory, or connect anywhere but 127.0.0.1.
+Must not: decide who may pass (access.py), choose which headers pass
+(headers.py), hold a body in memory, or connect anywhere but 127.0.0.1.
 
-Tornado internals: with tornado 6.5/6.6 (tested) the response head is handed
-to tornado as a prepared ``HTTPHeaders`` and chunked framing from the backend
-is passed through untouched (``HTTP1Connection._chunking_output``). With any
-other version the plain path de-chunks and lets tornado re-chunk.
+Tornado internals, used only here (tested with tornado 6.5/6.6, ``FAST_PATH``):
+the response head is handed to tornado as a prepared ``HTTPHeaders``
+(``RequestHandler._headers``); chunked framing from the backend is passed
+through untouched (``HTTP1Connection._chunking_output``); an upload is read in
+relay-sized pieces (``HTTP1Connection.params.chunk_size``); the pending size of
+a stream's buffers is read from ``_write_buffer_size``/``_read_buffer_size``.
+With any other version the plain path de-chunks and lets tornado re-chunk, and
+nothing is pooled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
-import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from http.client import responses
 from typing import Any
-from urllib.parse import unquote_plus, urlsplit
 
 import tornado
 from tornado import httputil
 from tornado.iostream import IOStream, StreamClosedError
 
-from . import events
+from .headers import (
+    BadFraming,
+    format_head,
+    peer_address,
+    request_body_framing,
+    request_headers,
+    response_headers,
+    upstream_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,308 +54,9 @@ CHUNK = 256 * 1024
 HEAD_LIMIT = 64 * 1024
 UPLOAD_HIGH_WATER = 1024 * 1024
 SMALL_BODY = 64 * 1024
-
-# RFC 9110 7.6.1 plus the legacy ones still seen in the wild.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
-TOKEN_HEADER = "X-Proxy-Token"
-# Never forwarded upstream, whatever the auth mode. ``Expect`` because tornado
-# has already answered ``100-continue`` to the client; ``Host`` is rewritten.
-_DROP_REQUEST = HOP_BY_HOP | {
-    "x-proxy-token",
-    "expect",
-    "host",
-    "cookie",
-    "x-xsrftoken",
-    "x-csrftoken",
-}
-# Set from the request as this server sees it; a client's own values never pass
-# (X-Scheme: tornado-style backends take it for X-Forwarded-Proto).
-_FORWARDING = frozenset(
-    {
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "x-forwarded-prefix",
-        "forwarded",
-        "x-real-ip",
-        "x-scheme",
-    }
-)
-_DROP_RESPONSE = HOP_BY_HOP | {"content-length"}
-_CORS_PREFIX = "access-control-"
 _NO_BODY_STATUS = frozenset({204, 304})
-
-
-def is_jupyter_cookie(name: str, extra: frozenset[str] = frozenset()) -> bool:
-    """Cookies that carry the user's Jupyter or JupyterHub credentials; ``extra``
-    names the ones an operator configured (``IdentityProvider.cookie_name``)."""
-    name = name.strip()
-    return name == "_xsrf" or name.startswith(("username-", "jupyterhub-")) or name in extra
-
-
-def strip_jupyter_cookies(header: str, extra: frozenset[str] = frozenset()) -> str:
-    """A ``Cookie`` header without the Jupyter/JupyterHub cookies (others pass)."""
-    kept = [
-        part.strip()
-        for part in header.split(";")
-        if part.strip() and not is_jupyter_cookie(part.split("=", 1)[0], extra)
-    ]
-    return "; ".join(kept)
-
-
-def peer_address(request: httputil.HTTPServerRequest) -> str | None:
-    """The TCP peer's address (whatever headers say)."""
-    address = getattr(getattr(request.connection, "context", None), "address", None)
-    if isinstance(address, tuple) and address:
-        return str(address[0])
-    return None
-
-
-def attempt_key(request: httputil.HTTPServerRequest, *, trust_xheaders: bool) -> str:
-    """The client address failed proxy-token attempts are counted under (and
-    the ``X-Real-Ip``/``Forwarded: for=`` the backend is told).
-
-    The TCP peer; behind a front proxy (``ServerApp.trust_xheaders``, which
-    JupyterHub's single-user server sets) the last ``X-Forwarded-For`` entry,
-    the one that proxy appended. Never ``X-Real-Ip``, which tornado would
-    prefer: configurable-http-proxy passes a client's own value through, so a
-    client could pick a new address for every guess.
-
-    Trust assumption: ``trust_xheaders`` is on only when every request comes
-    through a front proxy that appends the real peer to ``X-Forwarded-For``.
-    Without one, the client writes that entry itself and may claim any address.
-    """
-    if trust_xheaders:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        if last:
-            return last
-    return peer_address(request) or request.remote_ip or "?"
-
-
-def drop_query_params(query: str, names: frozenset[str]) -> str:
-    """``query`` without the parameters whose *decoded* name is in ``names``.
-
-    Names are compared as the server decodes them (``%74oken`` and ``%5fxsrf``
-    are ``token`` and ``_xsrf`` to Jupyter as to most backends), every
-    occurrence; the parameters kept are passed on byte for byte as sent.
-    """
-    if not query:
-        return query
-    parts = query.split("&")
-    kept = [p for p in parts if unquote_plus(p.split("=", 1)[0]) not in names]
-    return query if len(kept) == len(parts) else "&".join(kept)
-
-
-_DIGITS = re.compile(r"[0-9]{1,18}")
-
-
-class BadFraming(ValueError):
-    """The request's body framing is ambiguous; it must not reach a backend."""
-
-
-def request_body_framing(headers: httputil.HTTPHeaders) -> str:
-    """``none``, ``length`` or ``chunked`` for a client's request body.
-
-    Checked before the request head goes anywhere, strictly, so that no
-    backend parser (however lenient) can read a different body length than
-    we relay: one ``Content-Length`` of digits only; ``Transfer-Encoding``
-    only as a single ``chunked``; never both. Anything else raises
-    :class:`BadFraming`. tornado refuses most of these itself, but only after
-    the handler's ``prepare`` (which contacts the backend) has run, and it
-    accepts repeated equal lengths (``5, 5``) that it then merges.
-    """
-    lengths = headers.get_list("Content-Length")
-    encodings = headers.get_list("Transfer-Encoding")
-    if lengths and encodings:
-        raise BadFraming("both Content-Length and Transfer-Encoding")
-    if encodings:
-        if len(encodings) != 1 or encodings[0].strip().lower() != "chunked":
-            raise BadFraming("Transfer-Encoding other than a single 'chunked'")
-        return "chunked"
-    if lengths:
-        if len(lengths) != 1 or not _DIGITS.fullmatch(lengths[0].strip()):
-            raise BadFraming("Content-Length must be one number")
-        return "length" if int(lengths[0]) else "none"
-    return "none"
-
-
-def _connection_tokens(headers: httputil.HTTPHeaders) -> set[str]:
-    named: set[str] = set()
-    for value in headers.get_list("Connection"):
-        named.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return named
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-#: How often live sessions are re-checked while any exist, seconds.
-SWEEP_PERIOD = 0.25
-
-
-class LiveSession:
-    """A websocket tunnel or a streamed HTTP body in progress, and how its
-    client got in: ``via`` ``"session"``, ``"token"`` (with ``token_id``) or
-    ``"open"``. ``close`` ends it at once (a websocket with 1008)."""
-
-    __slots__ = ("close", "kind", "port", "token_id", "via")
-
-    def __init__(
-        self, port: int, via: str, token_id: str | None, kind: str, close: Callable[[], None]
-    ) -> None:
-        self.port = port
-        self.via = via
-        self.token_id = token_id
-        self.kind = kind
-        self.close = close
-
-
-class ProxySettings:
-    """What a proxied request needs to know, read once per request without
-    traitlets; and the live sessions (websockets, streamed bodies), which are
-    closed as soon as their client would no longer be let in."""
-
-    def __init__(
-        self,
-        *,
-        mode: str,
-        ports: frozenset[int],
-        cors_origins: Iterable[str],
-        websocket_max_message_size: int,
-        event_logger: Any = None,
-        trust_xheaders: bool = False,
-        jupyter_cookies: Iterable[str] = (),
-    ) -> None:
-        self.mode = mode
-        self.ports = ports
-        self.cors_origins = frozenset(cors_origins)
-        self.websocket_max_message_size = websocket_max_message_size
-        self.event_logger = event_logger
-        #: whether a front proxy's X-Forwarded-For is believed (attempt_key)
-        self.trust_xheaders = trust_xheaders
-        #: cookie names of this server's Jupyter login besides the usual ones
-        self.jupyter_cookies = frozenset(jupyter_cookies)
-        self.pool = UpstreamPool()
-        #: Host header -> result of Jupyter's check_host (the handlers fill it)
-        self.host_checks: dict[str, bool] = {}
-        self._activity_next = 0.0
-        #: websockets and streamed bodies in progress
-        self.sessions: set[LiveSession] = set()
-        #: the admission decision re-made for a live session (the handlers'
-        #: ``still_admitted``, wired by the app); ``None``: nothing is re-checked
-        self.admits: Callable[[LiveSession], bool] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def touch_activity(self, settings: dict[str, Any]) -> None:
-        """Count proxied traffic as server activity for JupyterHub's idle culler.
-
-        jupyter_server's ``last_activity()`` takes the newest of every
-        ``*_last_activity`` setting; updated at most once a second.
-        """
-        now = time.monotonic()
-        if now >= self._activity_next:
-            self._activity_next = now + 1.0
-            settings["api_last_activity"] = utcnow()
-
-    # -- live sessions: closed once no longer admitted ------------------------------
-
-    def session_opened(
-        self, port: int, via: str, token_id: str | None, kind: str, close: Callable[[], None]
-    ) -> LiveSession:
-        """Register a live session; the sweeper runs while any exist."""
-        session = LiveSession(port, via, token_id, kind, close)
-        self.sessions.add(session)
-        if self.admits is not None and (self._sweeper is None or self._sweeper.done()):
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_while_live())
-        return session
-
-    def session_closed(self, session: LiveSession | None) -> None:
-        if session is not None:
-            self.sessions.discard(session)
-
-    def sweep(self) -> int:
-        """Close every live session whose client would no longer be let in (its
-        token revoked or expired, the mode changed); how many were closed."""
-        admits = self.admits
-        if admits is None or not self.sessions:
-            return 0
-        refused = [s for s in list(self.sessions) if not admits(s)]
-        for session in refused:
-            self.sessions.discard(session)
-            log.info(
-                "lims-bridge: proxy: closing a %s on port %s: no longer admitted (via %s)",
-                session.kind,
-                session.port,
-                session.via,
-            )
-            try:
-                session.close()
-            except Exception:  # one failed close must not spare the others
-                log.exception("lims-bridge: proxy: closing a live %s failed", session.kind)
-        return len(refused)
-
-    async def _sweep_while_live(self) -> None:
-        # a single cheap task, alive only while sessions exist: a revocation by
-        # the API or the CLI, an expiry, a mode change end them within a second
-        while self.sessions:
-            await asyncio.sleep(SWEEP_PERIOD)
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("lims-bridge: proxy: re-checking live sessions failed")
-
-    # -- websocket sessions (the manager emits, not the handler) -------------------
-
-    def session_started(self, port: int, path: str, via: str, subprotocol: str | None) -> float:
-        events.emit(
-            self.event_logger,
-            events.PROXY_SESSION,
-            {
-                "action": "started",
-                "port": port,
-                "path": path,
-                "via": via,
-                "subprotocol": subprotocol,
-            },
-        )
-        return time.monotonic()
-
-    def session_ended(
-        self, port: int, path: str, via: str, started: float, messages: int, close_code: int | None
-    ) -> None:
-        events.emit(
-            self.event_logger,
-            events.PROXY_SESSION,
-            {
-                "action": "ended",
-                "port": port,
-                "path": path,
-                "via": via,
-                "durationSeconds": round(time.monotonic() - started, 3),
-                "messages": messages,
-                "closeCode": close_code,
-            },
-        )
-
-    async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        self.pool.close()
+# a proxied body has no size limit of ours; tornado's default (100 MiB) would cut it
+_UNLIMITED_BODY = 1 << 62
 
 
 class BackendUnavailable(Exception):
@@ -489,130 +194,6 @@ def _alive(stream: IOStream) -> bool:
     return False
 
 
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def request_headers(
-    incoming: httputil.HTTPHeaders,
-    *,
-    port: int,
-    peer: str | None,
-    client: str | None,
-    protocol: str,
-    host: str,
-    prefix: str,
-    drop_authorization: bool,
-    websocket: bool = False,
-    jupyter_cookies: frozenset[str] = frozenset(),
-) -> httputil.HTTPHeaders:
-    """The headers sent upstream, per the proxy's header hygiene.
-
-    ``peer`` is the TCP peer, ``client`` the client address as :func:`attempt_key`
-    decides it, ``protocol`` and ``host`` the request as this server sees it
-    (tornado's, which honour the front proxy under ``trust_xheaders``). What a
-    client wrote itself in ``X-Forwarded-Host``/``-Proto``/``-Port``/``-Prefix``,
-    ``Forwarded`` or ``X-Real-Ip`` never reaches the backend: a backend building
-    URLs from them would send the user to the client's choice of host.
-    """
-    drop = _DROP_REQUEST | _connection_tokens(incoming)
-    if websocket:
-        # the client's handshake (Sec-WebSocket-*) goes to the backend as it
-        # came, so the backend's answer is valid for the client; but not its
-        # Origin: tornado-style backends refuse one that differs from their Host
-        drop = drop | {"origin"}
-    out = httputil.HTTPHeaders()
-    for name, value in incoming.get_all():
-        lname = name.lower()
-        if lname in drop or lname in _FORWARDING:
-            continue
-        if lname == "authorization" and (
-            drop_authorization or value.split(" ", 1)[0].lower() == "token"
-        ):
-            # consumed by Jupyter (or Jupyter's own scheme): never the backend's business
-            continue
-        out.add(name, value)
-    cookie = "; ".join(incoming.get_list("Cookie"))
-    if cookie:
-        cookie = strip_jupyter_cookies(cookie, jupyter_cookies)
-        if cookie:
-            out["Cookie"] = cookie
-    out["Host"] = f"127.0.0.1:{port}"
-    # each hop appends its peer: the chain as it came (a front proxy's entry
-    # last), then whoever connected to us
-    xff = ", ".join(incoming.get_list("X-Forwarded-For"))
-    if peer:
-        out["X-Forwarded-For"] = f"{xff}, {peer}" if xff else peer
-    elif xff:
-        out["X-Forwarded-For"] = xff
-    if client:
-        out["X-Real-Ip"] = client
-    out["X-Forwarded-Proto"] = protocol
-    out["X-Forwarded-Host"] = host
-    out["X-Forwarded-Prefix"] = prefix
-    node = f"[{client}]" if client and ":" in client else client
-    out["Forwarded"] = (
-        f"for={_quoted(node)};" if node else ""
-    ) + f"host={_quoted(host)};proto={protocol}"
-    if websocket:
-        out["Connection"] = "Upgrade"
-        out["Upgrade"] = "websocket"
-    return out
-
-
-def format_head(first_line: str, headers: httputil.HTTPHeaders) -> bytes:
-    """An HTTP/1.1 message head, ready for the wire."""
-    lines = [first_line]
-    lines.extend(f"{n}: {v}" for n, v in headers.get_all())
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def rewrite_location(location: str, *, port: int, prefix: str, absolute: bool) -> str:
-    """Keep a backend's redirect usable under ``prefix``."""
-    parts = urlsplit(location)
-    if parts.scheme or parts.netloc:
-        host = (parts.hostname or "").lower()
-        if host not in ("127.0.0.1", "localhost") or (parts.port or 80) != port:
-            return location  # somewhere else entirely: leave it
-        location = parts.path or "/"
-        if parts.query:
-            location += "?" + parts.query
-        if parts.fragment:
-            location += "#" + parts.fragment
-    elif not location.startswith("/") or location.startswith("//"):
-        return location  # relative: already resolves under the prefix
-    if absolute and location.startswith(prefix):
-        return location  # the app knows its prefix
-    return prefix + location
-
-
-def response_headers(
-    upstream: httputil.HTTPHeaders,
-    *,
-    port: int,
-    prefix: str,
-    absolute: bool,
-    cors_origin: str | None,
-    jupyter_cookies: frozenset[str] = frozenset(),
-) -> httputil.HTTPHeaders:
-    """The headers sent to the client: no hop-by-hop, no backend CORS, no Jupyter cookies."""
-    drop = _DROP_RESPONSE | _connection_tokens(upstream)
-    out = httputil.HTTPHeaders()
-    for name, value in upstream.get_all():
-        lname = name.lower()
-        if lname in drop or lname.startswith(_CORS_PREFIX):
-            continue
-        if lname == "location":
-            value = rewrite_location(value, port=port, prefix=prefix, absolute=absolute)
-        elif lname == "set-cookie" and is_jupyter_cookie(value.split("=", 1)[0], jupyter_cookies):
-            continue  # a backend must not overwrite the user's Jupyter session
-        out.add(name, value)
-    if cors_origin:
-        out["Access-Control-Allow-Origin"] = cors_origin
-        out.add("Vary", "Origin")
-    return out
-
-
 class UpstreamExchange:
     """One request and its response over a pooled upstream connection.
 
@@ -673,6 +254,11 @@ class UpstreamExchange:
         except StreamClosedError as e:
             raise BackendUnavailable(str(e)) from None
 
+    @property
+    def has_body(self) -> bool:
+        """Whether the request has a body to relay (it may run for hours)."""
+        return not self._no_body
+
     def send(self, chunk: bytes) -> Awaitable[None] | None:
         """Write a body piece; an awaitable only when the backend is behind."""
         if self.failed is not None or self.stream is None:
@@ -696,8 +282,8 @@ class UpstreamExchange:
         return None
 
     def _write_backlog(self) -> int:
-        # tornado keeps no public size of the pending write buffer
-        return getattr(self.stream, "_write_buffer_size", UPLOAD_HIGH_WATER + 1)
+        assert self.stream is not None
+        return write_backlog(self.stream, UPLOAD_HIGH_WATER + 1)
 
     def end_body(self) -> None:
         if self.chunked_body and self.failed is None and self.stream is not None:
@@ -882,6 +468,12 @@ class UpstreamExchange:
         stream, self.stream = self.stream, None
         return stream
 
+    def abort(self) -> None:
+        """Close the connection mid-exchange (the client left, or was shut out)."""
+        if self.stream is not None:
+            self.reusable = False
+            self.stream.close()
+
     def done(self) -> None:
         """Return the connection to the pool, or close it."""
         if self.stream is None:
@@ -907,20 +499,199 @@ async def _quiet(future: Awaitable[None]) -> None:
         pass
 
 
+# -- tornado's side of the relay (the client connection) --------------------------
+
+
+def write_backlog(stream: IOStream, unknown: int) -> int:
+    """Bytes waiting in ``stream``'s write buffer (``unknown`` when tornado
+    keeps no such attribute: then the caller waits for every write)."""
+    return getattr(stream, "_write_buffer_size", unknown)
+
+
+def accept_streamed_body(connection: Any) -> None:
+    """Let a client's request body of any size stream through, read in
+    relay-sized pieces rather than tornado's 64 KiB."""
+    connection.set_max_body_size(_UNLIMITED_BODY)
+    if FAST_PATH:
+        # params are shared by the server's connections: copy, then change
+        params = copy.copy(connection.params)
+        params.chunk_size = CHUNK
+        connection.params = params
+        stream = connection.stream
+        stream.read_chunk_size = max(stream.read_chunk_size, CHUNK)
+
+
+def set_response_head(handler: Any, headers: httputil.HTTPHeaders) -> None:
+    """Make ``headers`` the response headers of a ``RequestHandler``, none of its own."""
+    if FAST_PATH:
+        handler._headers = headers
+        return
+    for name in ("Content-Type", "Server", "Date"):
+        handler.clear_header(name)
+    for name, value in headers.get_all():
+        handler.add_header(name, value)
+
+
+def can_pass_chunked(framing: str, client_version: str) -> bool:
+    """Whether a chunked response goes to the client with the backend's framing."""
+    return FAST_PATH and framing == "chunked" and client_version == "HTTP/1.1"
+
+
+def pass_chunked_through(connection: Any) -> None:
+    """After the head went out: the body's chunk framing is the backend's, as it came."""
+    connection._chunking_output = False
+
+
+class Route:
+    """Where one let-in request goes: ``port``, the URL ``prefix`` it came
+    under (``absolute``: the backend sees the full path), ``caller``
+    (access.Caller: ``via``, ``token_id``, ``pool_key``), and ``service``, the
+    named service whose port it is (None: the client named the port)."""
+
+    __slots__ = ("absolute", "caller", "port", "prefix", "service")
+
+    def __init__(
+        self, port: int, prefix: str, absolute: bool, caller: Any, service: str | None = None
+    ) -> None:
+        self.port = port
+        self.prefix = prefix
+        self.absolute = absolute
+        self.caller = caller
+        self.service = service
+
+    @property
+    def target(self) -> int | str:
+        """What the client asked for (access decisions are about it)."""
+        return self.service if self.service is not None else self.port
+
+    def response_headers(
+        self, upstream: httputil.HTTPHeaders, service: Any, cors_origin: str | None
+    ) -> httputil.HTTPHeaders:
+        """The backend's response headers as the client gets them (headers.py)."""
+        return response_headers(
+            upstream,
+            port=self.port,
+            prefix=self.prefix,
+            absolute=self.absolute,
+            cors_origin=cors_origin,
+            jupyter_cookies=service.jupyter_cookies,
+        )
+
+
+async def open_exchange(
+    request: httputil.HTTPServerRequest,
+    service: Any,
+    route: Route,
+    *,
+    websocket: bool,
+    client: str,
+) -> UpstreamExchange:
+    """Start the exchange for a client's request already let in: the request head, per the header
+    hygiene of headers.py, written to a pooled connection; a body set up to
+    stream. A body whose framing is ambiguous (or any on a websocket
+    handshake) raises :class:`BadFraming` before anything goes upstream."""
+    try:
+        body = request_body_framing(request.headers)
+    except BadFraming as e:
+        raise BadFraming(f"Ambiguous request body framing: {e}.") from None
+    if websocket and body != "none":
+        raise BadFraming("A websocket handshake carries no body.")
+    via, port, prefix = route.caller.via, route.port, route.prefix
+    headers = request_headers(
+        request.headers,
+        port=port,
+        peer=peer_address(request),
+        client=client,
+        protocol=request.protocol,
+        host=request.host,
+        prefix=prefix,
+        drop_authorization=via == "session",
+        websocket=websocket,
+        jupyter_cookies=service.jupyter_cookies,
+    )
+    if body != "none":
+        accept_streamed_body(request.connection)
+    target = upstream_target(request.path, request.query, prefix, absolute=route.absolute, via=via)
+    exchange = UpstreamExchange(service.pool, port, route.caller.pool_key)
+    await exchange.start(request.method or "GET", target, headers, body)
+    return exchange
+
+
+async def respond(
+    handler: Any,
+    exchange: UpstreamExchange,
+    start: httputil.ResponseStartLine,
+    upstream_headers: httputil.HTTPHeaders,
+    route: Route,
+    service: Any,
+    cors_origin: str | None,
+    *,
+    on_stream: Callable[[], None],
+) -> None:
+    """Send the backend's answer (its headers per headers.py) to the client
+    of ``handler``, a tornado ``RequestHandler``, then finish it.
+
+    A small body goes out with the head in one write; a larger or unframed
+    one is streamed (``on_stream`` is called first: it may run for hours),
+    chunked framing passed through as it came where tornado allows. A backend
+    failing mid-body aborts the client connection: ending cleanly would pass
+    a truncated body off as complete. ``touch.touch_activity`` marks server
+    activity for JupyterHub's idle culler while the body flows.
+    """
+    request, touch = handler.request, service
+    headers = route.response_headers(upstream_headers, service, cors_origin)
+    framing = exchange.body_framing()
+    length = upstream_headers.get("Content-Length")
+    if length is not None and framing in ("length", "none") and start.code != 204:
+        headers["Content-Length"] = length
+    pass_chunked = can_pass_chunked(framing, request.version)
+    if pass_chunked:
+        headers["Transfer-Encoding"] = "chunked"
+    handler.set_status(start.code, start.reason or responses.get(start.code, "Unknown"))
+    set_response_head(handler, headers)
+    settings = handler.settings
+    small = await exchange.read_small_body()
+    if small is not None:
+        if small and request.method != "HEAD":
+            handler.write(small)
+        touch.touch_activity(settings)
+        handler.finish()
+        return
+    connection = request.connection
+    on_stream()
+    try:
+        await handler.flush()
+    except StreamClosedError:
+        return
+    if pass_chunked:
+        pass_chunked_through(connection)
+
+    def write(piece: Any) -> Awaitable[None]:
+        touch.touch_activity(settings)  # a long download is activity while it runs
+        return connection.write(piece)
+
+    try:
+        await exchange.relay_body(write, pass_chunked=pass_chunked)
+    except BackendUnavailable:
+        if not connection.stream.closed():
+            log.warning("lims-bridge: proxy: port %s failed mid-body", exchange.port)
+            connection.stream.close()
+    touch.touch_activity(settings)
+    handler.finish()
+
+
 __all__ = [
+    "CHUNK",
     "FAST_PATH",
     "BackendUnavailable",
-    "BadFraming",
-    "LiveSession",
-    "ProxySettings",
+    "Route",
     "UpstreamExchange",
     "UpstreamPool",
-    "attempt_key",
-    "drop_query_params",
-    "format_head",
-    "peer_address",
-    "request_body_framing",
-    "request_headers",
-    "response_headers",
-    "rewrite_location",
+    "accept_streamed_body",
+    "can_pass_chunked",
+    "open_exchange",
+    "pass_chunked_through",
+    "respond",
+    "set_response_head",
+    "write_backlog",
 ]

@@ -3,11 +3,10 @@
 Owns: the two pumps (client to backend, backend to client) with
 backpressure, the frame scanner that follows frame boundaries as bytes pass
 (to enforce the message size limit and the control-frame rules, count
-messages and see close codes), the close that ends a tunnel (1009 too big,
-1002 protocol error, 1008 when its client is no longer admitted:
-``close_policy``, called by ``ProxySettings.sweep``). It reports activity
-through a callback and exposes the message count and close code; the session
-events are the handler's, through :class:`~jupyter_lims_bridge.proxy.ProxySettings`.
+messages and see close codes), the bytes relayed each way, and the close
+that ends a tunnel (1009 too big, 1002 protocol error, 1008 when its client is
+no longer admitted: ``close_policy``, called by ``ProxyService.sweep``). The
+session's registration and events are :mod:`.service`'s.
 
 Why byte for byte: a client's frames are masked, as the backend (to whom the
 proxy is the client) requires, and the backend's frames are unmasked, as the
@@ -34,6 +33,8 @@ import os
 from collections.abc import Callable
 
 from tornado.iostream import IOStream, StreamClosedError
+
+from .upstream import write_backlog
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,9 @@ class Tunnel:
         self.downward = FrameScanner(max_message_size)  # backend -> client
         self.on_activity = on_activity
         self.closing = False
+        #: bytes forwarded client -> backend and backend -> client
+        self.bytes_up = 0
+        self.bytes_down = 0
         self._close_timer: asyncio.TimerHandle | None = None
 
     @property
@@ -201,8 +205,8 @@ class Tunnel:
         try:
             self.client.write(self.answer)
             await asyncio.gather(
-                self._pump(self.client, self.backend, self.upward),
-                self._pump(self.backend, self.client, self.downward),
+                self._pump(self.client, self.backend, self.upward, up=True),
+                self._pump(self.backend, self.client, self.downward, up=False),
             )
         except StreamClosedError:
             pass  # the client left before its answer went out
@@ -212,7 +216,7 @@ class Tunnel:
             self.client.close()
             self.backend.close()
 
-    async def _pump(self, src: IOStream, dst: IOStream, scanner: FrameScanner) -> None:
+    async def _pump(self, src: IOStream, dst: IOStream, scanner: FrameScanner, *, up: bool) -> None:
         pending: asyncio.Future[None] | None = None
         try:
             while True:
@@ -222,11 +226,15 @@ class Tunnel:
                 out, violation = scanner.feed(data)
                 if out:
                     pending = dst.write(out)
+                    if up:
+                        self.bytes_up += len(out)
+                    else:
+                        self.bytes_down += len(out)
                 if violation:
                     self._refuse(violation)
                     continue
                 self.on_activity()
-                if dst.writing() and _backlog(dst) > HIGH_WATER:
+                if dst.writing() and write_backlog(dst, HIGH_WATER + 1) > HIGH_WATER:
                     await pending  # the reader is behind: stop reading its source
         except StreamClosedError:
             pass
@@ -276,11 +284,6 @@ class Tunnel:
     def _abort(self) -> None:
         self.client.close()
         self.backend.close()
-
-
-def _backlog(stream: IOStream) -> int:
-    # tornado keeps no public size of the pending write buffer
-    return getattr(stream, "_write_buffer_size", HIGH_WATER + 1)
 
 
 __all__ = [
