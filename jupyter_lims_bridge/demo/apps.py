@@ -290,6 +290,12 @@ footer { color: #5a6b7b; font-size: 0.85rem; }
 """
 
 
+def wrappable(text: str) -> str:
+    """``text`` escaped, with a line-break opportunity (``<wbr>``) after each ``/``
+    (not inside ``//``), ``?`` and ``&``: long commands wrap where a reader expects."""
+    return "<wbr>".join(html.escape(piece) for piece in re.split(r"(?<=[/?&])(?!/)", text))
+
+
 def _page(title: str, body: str, *, wide: bool = False) -> str:
     style = STYLE + ("main { max-width: none; margin: 1rem 2rem; }" if wide else "")
     return (
@@ -396,7 +402,7 @@ class ElnIndexHandler(ElnHandler):
                 answer = f"no answer ({error})"
             rows.append(
                 f"<p>A client {e(label)}:</p><pre class='proxy-try' data-status='"
-                f"{e(answer.split()[0])}'>$ {e(command)}\n→ {e(answer)}</pre>"
+                f"{e(answer.split()[0])}'>$ {wrappable(command)}\n→ {e(answer)}</pre>"
             )
         return (
             "<section class='entry proxy-demo'><h2>What is a proxy token for?</h2>"
