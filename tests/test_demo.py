@@ -7,7 +7,9 @@ temporary directory.
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import os
 import re
 import signal
@@ -155,7 +157,14 @@ def test_demo_eln_links_open_notebooks_and_sigterm_cleans_up(demo):
     assert proxied.status_code == 200, proxied.text
     assert proxied.json() == readings
     # ... and so does a client with the proxy token the ELN page shows, tried live there
-    tries = re.findall(r"<pre class='proxy-try' data-status='(\d+)'>([^<]*)</pre>", page.text)
+    tries = [
+        (status, command.replace("<wbr>", ""))
+        for status, command in re.findall(
+            r"<pre class='proxy-try' data-status='(\d+)'>(.*?)</pre>", page.text, re.S
+        )
+    ]
+    # the long curl lines may wrap after "/", "?" and "&" (and at spaces)
+    assert f"lims/<wbr>proxy/<wbr>{port}/<wbr>api/<wbr>status" in page.text
     assert tries[0][0] in ("401", "403") and tries[1][0] == "200", tries
     proxy_token = re.search(r"X-Proxy-Token: ([\w-]+)", html.unescape(tries[1][1])).group(1)
     with_token = requests.get(proxy, headers={"X-Proxy-Token": proxy_token}, timeout=10)
@@ -190,3 +199,71 @@ def test_make_demo_installs_only_what_the_demo_needs():
     assert 'pip install -q -e ".[demo]"' in plan.stdout
     assert "test,bench" not in plan.stdout and "[test" not in plan.stdout
     assert "apt-get" not in plan.stdout and "playwright" not in plan.stdout
+
+
+def _claims(token: str) -> dict:
+    """The open token's claims, read as anyone who sees the link can (signed, not encrypted)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_save_to_eln_lands_back_in_the_demo_eln_and_shows_on_its_page(demo):
+    # Given an entry opened through the demo ELN's link (server to server, as its script does)
+    page = requests.get(demo.eln_url, timeout=10).text
+    assert "<div class='attachments' data-versions='0'>" in page
+    link = urlsplit(open_links(page, "lims-open")["S-2"])
+    lab_url = f"{link.scheme}://{link.netloc}/"
+    token = parse_qs(link.query)["lims_token"][0]
+    login = parse_qs(link.query)["token"][0]
+    returns = _claims(token)["return"]
+    assert returns["url"] == demo.eln_url + "api/jupyter/entries/S-2/attachments"
+    opened = requests.post(lab_url + "lims/api/open", headers={"X-Lims-Token": token}, timeout=30)
+    assert opened.status_code == 201, opened.text
+    path = opened.json()["path"]
+
+    # When the scientist's "Save to ELN" runs (the real server: export, upload)
+    lab = {"Authorization": f"token {login}"}
+    saved = requests.post(lab_url + "lims/api/save", json={"path": path}, headers=lab, timeout=120)
+
+    # Then the demo ELN stored version 1 and answered its entry page
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["status"] == "saved"
+    assert saved.json()["eln"] == {
+        "status": 201,
+        "version": 1,
+        "url": demo.eln_url + "entries/S-2",
+    }
+    stored = demo.root / "eln-attachments" / "S-2" / "1"
+    assert json.loads((stored / "notebook.ipynb").read_text()) == json.loads(
+        (demo.root / "notebooks" / path).read_text()
+    )
+    assert json.loads((stored / "provenance.json").read_text())["entity"]["id"] == "S-2"
+
+    # and the entry's card shows it, with the HTML to view and the notebook to download
+    entry = requests.get(demo.eln_url + "entries/S-2", timeout=10).text
+    assert "data-versions='1'" in entry and "<strong>version 1</strong>" in entry
+    assert returns["grant"] not in entry
+    view = requests.get(demo.eln_url + "entries/S-2/attachments/1/html", timeout=10)
+    assert view.status_code == 200 and "<html" in view.text.lower()
+    assert view.headers["Content-Security-Policy"] == "sandbox"
+    download = requests.get(demo.eln_url + "entries/S-2/attachments/1/notebook", timeout=10)
+    assert download.content == (stored / "notebook.ipynb").read_bytes()
+    assert 'filename="S-2.ipynb"' in download.headers["Content-Disposition"]
+    # the other entries got nothing
+    index = requests.get(demo.eln_url, timeout=10).text
+    assert index.count("data-versions='0'") == 2 and index.count("data-versions='1'") == 1
+
+    # When the same content is saved again: the bridge uploads nothing
+    again = requests.post(lab_url + "lims/api/save", json={"path": path}, headers=lab, timeout=60)
+    assert again.json()["status"] == "unchanged"
+
+    # and the endpoint itself: no grant, 401; a repeated Idempotency-Key, the first answer
+    files = {"notebook": ("S-2.ipynb", b"{}", "application/x-ipynb+json")}
+    refused = requests.post(returns["url"], files=files, timeout=10)
+    assert refused.status_code == 401 and returns["grant"] not in refused.text
+    bearer = {"Authorization": f"Bearer {returns['grant']}", "Idempotency-Key": "k" * 64}
+    first = requests.post(returns["url"], files=files, headers=bearer, timeout=10)
+    repeat = requests.post(returns["url"], files=files, headers=bearer, timeout=10)
+    assert first.status_code == 201 and first.json()["version"] == 2
+    assert repeat.json() == first.json()
+    assert sorted(p.name for p in (demo.root / "eln-attachments" / "S-2").iterdir()) == ["1", "2"]

@@ -4,7 +4,11 @@ The ELN plays the LIMS: it holds the private key, lists a few entries and signs
 a fresh "Open in Jupyter" deep link for each at every page load
 (:func:`jupyter_lims_bridge.signing.make_deep_link`); it also serves the
 files that one entry asks JupyterLab to download, and shows the
-server-to-server open (``POST lims/api/open`` with ``X-Lims-Token``).
+server-to-server open (``POST lims/api/open`` with ``X-Lims-Token``). Its tokens
+carry a ``return`` claim (the entry's attachments endpoint and the demo's grant),
+so "Save to ELN" lands back here: :class:`AttachmentStore` keeps what arrives
+(in the demo's temporary directory) and each entry's card lists it. It never
+writes outside that directory and never shows or logs the grant.
 
 The instrument simulator is a stand-in for a service a user runs next to the
 notebook: a JSON API on a port the bridge allows through ``lims/proxy/<port>/``.
@@ -12,12 +16,19 @@ notebook: a JSON API on a port the bridge allows through ``lims/proxy/<port>/``.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import hashlib
+import hmac
 import html
 import json
 import random
+import re
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tornado import httpclient, web
@@ -96,6 +107,17 @@ class ElnContext:
     embed_lab_url: str = ""
     #: a proxy token the scientist made for the instrument port (``runner.py``)
     proxy_token: str = ""
+    #: the bearer grant the ELN issued for "Save to ELN" (one per demo run);
+    #: empty: the tokens carry no ``return`` claim
+    return_grant: str = ""
+
+    @property
+    def return_prefix(self) -> str:
+        """What JupyterLab allows uploads to (``LIMS_BRIDGE_RETURN_URL_PREFIXES``)."""
+        return f"{self.eln_url}api/jupyter/"
+
+    def attachments_url(self, entry_id: str) -> str:
+        return f"{self.return_prefix}entries/{entry_id}/attachments"
 
     def entity(self, entry: Entry) -> dict[str, str]:
         return {
@@ -109,13 +131,17 @@ class ElnContext:
         notebook = dict(entry.notebook)
         if new:
             notebook["new"] = True
+        extra: dict[str, Any] = {"instrument_url": self.instrument_url}
+        if self.return_grant:
+            # where "Save to ELN" sends the notebook back (docs/save.md)
+            extra["return"] = {"url": self.attachments_url(entry.id), "grant": self.return_grant}
         return {
             "sub": self.owner,
             "entity": self.entity(entry),
             "notebook": notebook or None,
             "data": list(entry.data) or None,
             "issuer": self.eln_url.rstrip("/"),
-            "extra": {"instrument_url": self.instrument_url},
+            "extra": extra,
         }
 
     def deep_link(self, entry: Entry, *, new: bool = False, lab_url: str | None = None) -> str:
@@ -131,6 +157,117 @@ class ElnContext:
         return signing.make_token(self.private_key, **self.claims(entry))
 
 
+# -- what "Save to ELN" sends back --------------------------------------------------
+
+#: the parts the bridge sends (docs/save.md) and the names the demo stores them under
+PARTS = {"notebook": "notebook.ipynb", "html": "notebook.html", "provenance": "provenance.json"}
+
+
+@dataclass
+class Attachment:
+    """One upload the ELN accepted: its version, when, and which parts it holds."""
+
+    version: int
+    received_at: str
+    parts: tuple[str, ...]
+    filenames: dict[str, str]
+
+
+class AttachmentError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """``name -> (filename, content)`` of a ``multipart/form-data`` body (standard library)."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise AttachmentError(415, "expected multipart/form-data")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    parts: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        disposition = part["Content-Disposition"]
+        name = dict(disposition.params).get("name") if disposition else None
+        if name:
+            parts[name] = (
+                dict(disposition.params).get("filename"),
+                part.get_payload(decode=True) or b"",
+            )
+    return parts
+
+
+class AttachmentStore:
+    """The demo ELN's attachments: kept under ``root/<entry>/<version>/``, listed per
+    entry, and a repeated ``Idempotency-Key`` answered with its first answer."""
+
+    def __init__(self, root: Path, grant: str) -> None:
+        self.root = root
+        self._grant = grant
+        self._lock = threading.Lock()
+        self._attachments: dict[str, list[Attachment]] = {}
+        self._answers: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def grant_ok(self, authorization: str) -> bool:
+        scheme, _, credential = authorization.partition(" ")
+        return (
+            bool(self._grant)
+            and scheme == "Bearer"
+            and hmac.compare_digest(credential.encode(), self._grant.encode())
+        )
+
+    def list(self, entry_id: str) -> list[Attachment]:
+        with self._lock:
+            return list(self._attachments.get(entry_id, ()))
+
+    def add(
+        self, entry_id: str, content_type: str, body: bytes, key: str | None, entry_url: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Store one upload; ``(status, answer)``: 201 for a new version, 200 for a repeat."""
+        if key is not None and not re.fullmatch(r"[\x21-\x7e]{1,200}", key):
+            raise AttachmentError(400, "bad Idempotency-Key")
+        with self._lock:
+            if key is not None and (entry_id, key) in self._answers:
+                return 200, self._answers[(entry_id, key)]
+        parts = parse_multipart(content_type, body)
+        if "notebook" not in parts:
+            raise AttachmentError(400, "no notebook part")
+        with self._lock:
+            if key is not None and (entry_id, key) in self._answers:
+                return 200, self._answers[(entry_id, key)]
+            attachments = self._attachments.setdefault(entry_id, [])
+            version = len(attachments) + 1
+            folder = self.root / entry_id / str(version)
+            folder.mkdir(parents=True, mode=0o700)
+            stored = tuple(name for name in PARTS if name in parts)
+            for name in stored:
+                (folder / PARTS[name]).write_bytes(parts[name][1])
+            filenames = {
+                name: Path(parts[name][0] or PARTS[name]).name or PARTS[name] for name in stored
+            }
+            attachments.append(
+                Attachment(
+                    version,
+                    time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                    stored,
+                    filenames,
+                )
+            )
+            answer = {"version": version, "url": entry_url}
+            if key is not None:
+                self._answers[(entry_id, key)] = answer
+            return 201, answer
+
+    def part(self, entry_id: str, version: int, name: str) -> tuple[str, bytes] | None:
+        """``(filename, content)`` of one stored part, or None."""
+        for attachment in self.list(entry_id):
+            if attachment.version == version and name in attachment.parts:
+                path = self.root / entry_id / str(version) / PARTS[name]
+                return attachment.filenames[name], path.read_bytes()
+        return None
+
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0; background: #f4f6f8; color: #1d2733; }
 header { background: #23527c; color: white; padding: 0.8rem 2rem; }
@@ -144,9 +281,19 @@ main { max-width: 60rem; margin: 1.5rem auto; padding: 0 1rem; }
 a.button, button { background: #f37726; color: white; border: 0; border-radius: 4px;
                    padding: 0.45rem 0.9rem; text-decoration: none; font-size: 0.95rem; cursor: pointer; }
 a.secondary, button.secondary { background: #e1e6eb; color: #1d2733; }
-pre { background: #1d2733; color: #e8edf2; padding: 0.8rem; border-radius: 4px; overflow-x: auto; }
+pre { background: #1d2733; color: #e8edf2; padding: 0.8rem; border-radius: 4px; overflow-x: auto;
+      white-space: pre-wrap; overflow-wrap: anywhere; }
+.attachments { margin: 0.6rem 0 0 0; padding: 0.5rem 0.8rem; background: #eef3f7; border-radius: 4px;
+               font-size: 0.9rem; }
+.attachments ul { margin: 0.2rem 0 0 0; padding-left: 1.2rem; }
 footer { color: #5a6b7b; font-size: 0.85rem; }
 """
+
+
+def wrappable(text: str) -> str:
+    """``text`` escaped, with a line-break opportunity (``<wbr>``) after each ``/``
+    (not inside ``//``), ``?`` and ``&``: long commands wrap where a reader expects."""
+    return "<wbr>".join(html.escape(piece) for piece in re.split(r"(?<=[/?&])(?!/)", text))
 
 
 def _page(title: str, body: str, *, wide: bool = False) -> str:
@@ -195,7 +342,37 @@ class ElnHandler(web.RequestHandler):
             f"<form method='post' action='{e(eln.eln_url)}entries/{e(entry.id)}/open'>"
             f"{self.xsrf_form_html()}"
             "<button class='secondary' type='submit'>Open from the ELN's backend (API)</button>"
-            "</form></div></section>"
+            "</form></div>" + self.attachments_html(entry) + "</section>"
+        )
+
+    def attachments_html(self, entry: Entry) -> str:
+        """What "Save to ELN" sent back to this entry, newest first."""
+        store: AttachmentStore | None = self.settings.get("attachments")
+        if store is None:
+            return ""
+        e = html.escape
+        attachments = store.list(entry.id)
+        if not attachments:
+            return (
+                "<div class='attachments' data-versions='0'>No results from Jupyter yet: open "
+                "the entry and click <em>Save to ELN</em> in the notebook's toolbar.</div>"
+            )
+        items = []
+        for a in reversed(attachments):
+            base = f"{self.eln.eln_url}entries/{e(entry.id)}/attachments/{a.version}/"
+            links = []
+            if "html" in a.parts:
+                links.append(f"<a class='view' href='{base}html'>view</a>")
+            links.append(
+                f"<a class='download' href='{base}notebook'>download {e(a.filenames['notebook'])}</a>"
+            )
+            items.append(
+                f"<li class='attachment' data-version='{a.version}'><strong>version {a.version}</strong>"
+                f" · {e(a.received_at)} · " + " · ".join(links) + "</li>"
+            )
+        return (
+            f"<div class='attachments' data-versions='{len(attachments)}'>Results from Jupyter "
+            "(<em>Save to ELN</em>):<ul>" + "".join(items) + "</ul></div>"
         )
 
 
@@ -225,7 +402,7 @@ class ElnIndexHandler(ElnHandler):
                 answer = f"no answer ({error})"
             rows.append(
                 f"<p>A client {e(label)}:</p><pre class='proxy-try' data-status='"
-                f"{e(answer.split()[0])}'>$ {e(command)}\n→ {e(answer)}</pre>"
+                f"{e(answer.split()[0])}'>$ {wrappable(command)}\n→ {e(answer)}</pre>"
             )
         return (
             "<section class='entry proxy-demo'><h2>What is a proxy token for?</h2>"
@@ -338,6 +515,57 @@ class ElnApiOpenHandler(ElnHandler):
         self.finish(_page(entry.title, body))
 
 
+class ElnAttachmentsHandler(ElnHandler):
+    """Where "Save to ELN" uploads: ``POST api/jupyter/entries/<id>/attachments``."""
+
+    def check_xsrf_cookie(self) -> None:
+        # a server-to-server API with a bearer grant, not a form: no XSRF cookie
+        return
+
+    def post(self, entry_id: str) -> None:
+        store: AttachmentStore | None = self.settings["attachments"]
+        self.set_header("Content-Type", "application/json")
+        if store is None or entry_id not in self.entries:
+            self.set_status(404)
+            return self.finish({"error": "no such entry"})
+        if not store.grant_ok(self.request.headers.get("Authorization", "")):
+            self.set_status(401)
+            return self.finish({"error": "a valid bearer grant is required"})
+        try:
+            status, answer = store.add(
+                entry_id,
+                self.request.headers.get("Content-Type", ""),
+                self.request.body,
+                self.request.headers.get("Idempotency-Key"),
+                self.eln.entity(self.entries[entry_id])["url"],
+            )
+        except AttachmentError as error:
+            self.set_status(error.status)
+            return self.finish({"error": str(error)})
+        self.set_status(status)
+        return self.finish(answer)
+
+
+class ElnAttachmentPartHandler(ElnHandler):
+    """One stored part: the HTML export to view, the notebook to download."""
+
+    def get(self, entry_id: str, version: str, name: str) -> None:
+        store: AttachmentStore | None = self.settings["attachments"]
+        found = store.part(entry_id, int(version), name) if store is not None else None
+        if entry_id not in self.entries or found is None:
+            raise web.HTTPError(404)
+        filename, content = found
+        if name == "html":
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            # the export is the notebook's: show it, never let it act as the ELN
+            self.set_header("Content-Security-Policy", "sandbox")
+        else:
+            self.set_header("Content-Type", "application/x-ipynb+json")
+            safe = re.sub(r"[^A-Za-z0-9._ -]", "_", filename)
+            self.set_header("Content-Disposition", f'attachment; filename="{safe}"')
+        self.finish(content)
+
+
 class ElnFileHandler(web.RequestHandler):
     """The files only the ELN has, downloaded by JupyterLab (``data_url_prefixes``)."""
 
@@ -363,12 +591,23 @@ def quiet_log(handler: web.RequestHandler) -> None:
         )
 
 
-def make_eln_app(context: ElnContext) -> web.Application:
+def make_eln_app(context: ElnContext, attachments_dir: Path | None = None) -> web.Application:
+    """The ELN; with ``attachments_dir`` (and ``context.return_grant``) it receives saves."""
     entries = {entry.id: entry for entry in demo_entries(context.eln_url)}
+    store = (
+        AttachmentStore(attachments_dir, context.return_grant)
+        if attachments_dir is not None and context.return_grant
+        else None
+    )
     return web.Application(
         [
             (r"/", ElnIndexHandler),
             (r"/entries/([A-Za-z0-9_-]+)", ElnEntryHandler),
+            (r"/api/jupyter/entries/([A-Za-z0-9_-]+)/attachments", ElnAttachmentsHandler),
+            (
+                r"/entries/([A-Za-z0-9_-]+)/attachments/([0-9]{1,6})/(html|notebook)",
+                ElnAttachmentPartHandler,
+            ),
             (r"/entries/([A-Za-z0-9_-]+)/open", ElnApiOpenHandler),
             (r"/entries/([A-Za-z0-9_-]+)/embedded", ElnEmbeddedHandler),
             (r"/files/([A-Za-z0-9_.-]+)", ElnFileHandler),
@@ -377,6 +616,7 @@ def make_eln_app(context: ElnContext) -> web.Application:
         log_function=quiet_log,
         eln=context,
         entries=entries,
+        attachments=store,
         xsrf_cookies=True,
     )
 

@@ -14,6 +14,11 @@ directory, everything stops with the demo, and the banner says that anyone on
 this machine who reads the ELN page can use JupyterLab meanwhile. Never let a
 real ELN carry a Jupyter token.
 
+The ELN's tokens carry a ``return`` claim (its own attachments endpoint, a
+grant made afresh for each run) and JupyterLab allows uploads there
+(``LIMS_BRIDGE_RETURN_URL_PREFIXES``): "Save to ELN" lands back in the demo ELN,
+which keeps the uploads in the temporary directory.
+
 JupyterLab also allows the demo ELN to frame it (``embed_origins``), reached as
 ``localhost`` from the ELN on ``127.0.0.1``: another site, as a real ELN is.
 """
@@ -75,7 +80,15 @@ def make_files(root: Path) -> dict[str, Path]:
     """The demo's directories: keys, a data store, the server root, state, settings."""
     paths = {
         name: root / name
-        for name in ("keys", "archive", "notebooks", "state", "jupyter", "lab-settings")
+        for name in (
+            "keys",
+            "archive",
+            "notebooks",
+            "state",
+            "jupyter",
+            "lab-settings",
+            "eln-attachments",
+        )
     }
     for path in paths.values():
         path.mkdir(mode=0o700)
@@ -126,7 +139,7 @@ def lab_command(port: int, root_dir: Path, login: str) -> list[str]:
 
 
 def lab_environment(
-    paths: dict[str, Path], *, owner: str, eln_url: str, service_port: int
+    paths: dict[str, Path], *, owner: str, eln_url: str, service_port: int, return_prefix: str
 ) -> dict[str, str]:
     """The bridge's settings, as a spawner would pass them (environment only)."""
     env = {
@@ -147,6 +160,8 @@ def lab_environment(
             "LIMS_BRIDGE_STATE_DIR": str(paths["state"]),
             # the demo ELN may show JupyterLab inside its pages
             "LIMS_BRIDGE_EMBED_ORIGINS": eln_url.rstrip("/"),
+            # "Save to ELN" may upload to the demo ELN's attachments endpoints
+            "LIMS_BRIDGE_RETURN_URL_PREFIXES": json.dumps([return_prefix]),
             # keep the demo out of the user's own Jupyter config, data and settings
             "JUPYTER_CONFIG_DIR": str(paths["jupyter"] / "config"),
             "JUPYTER_DATA_DIR": str(paths["jupyter"] / "data"),
@@ -192,10 +207,12 @@ class Demo:
             lab_login=self.lab_login,
             # another site than the ELN on 127.0.0.1 (same server)
             embed_lab_url=f"http://localhost:{lab_port}/",
+            # the bearer grant of "Save to ELN", in the tokens' return claim
+            return_grant=secrets.token_urlsafe(24),
         )
         for app, sockets in (
             (make_instrument_app(), service_sockets),
-            (make_eln_app(context), eln_sockets),
+            (make_eln_app(context, paths["eln-attachments"]), eln_sockets),
         ):
             server = httpserver.HTTPServer(app)
             server.add_sockets(sockets)
@@ -206,7 +223,13 @@ class Demo:
             self.lab = subprocess.Popen(
                 lab_command(lab_port, paths["notebooks"], self.lab_login),
                 cwd=paths["notebooks"],
-                env=lab_environment(paths, owner=owner, eln_url=eln_url, service_port=service_port),
+                env=lab_environment(
+                    paths,
+                    owner=owner,
+                    eln_url=eln_url,
+                    service_port=service_port,
+                    return_prefix=context.return_prefix,
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -273,6 +296,9 @@ jupyter-lims-bridge demo is running.
   JupyterLab embedded   {eln_url}entries/S-1/embedded  (JupyterLab as localhost: another site)
   instrument simulator  {self.instrument_url}/  (allowed port: {self.lab_url}lims/proxy/{proxy_port}/)
   files, keys and logs  {self.root}{"" if self.args.keep else "  (deleted on exit)"}
+
+  Save to ELN: a notebook opened from an entry has a "Save to ELN" button; the
+  upload lands back in the demo ELN, whose entry lists each version (reload it).
 
   The proxy: a client without a token is refused, your signed-in browser and a
   client with a proxy token pass (the ELN page shows both, tried live).
