@@ -10,13 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -24,67 +20,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-START_TIMEOUT = 90.0
-STOP_TIMEOUT = 20.0
-
-
-class RunningDemo:
-    def __init__(self, proc: subprocess.Popen[str], output: list[str]) -> None:
-        self.proc = proc
-        self.output = output
-        self.eln_url = ""
-        self.root = Path()
-
-    def text(self) -> str:
-        return "".join(self.output)
-
-
-def _read_until_banner(proc: subprocess.Popen[str], output: list[str]) -> None:
-    assert proc.stdout is not None
-    # a thread reads the output, so that waiting for the banner stays bounded
-    threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT
-    while "Press Ctrl-C to stop." not in "".join(output):
-        if proc.poll() is not None:
-            time.sleep(0.2)
-            pytest.fail(f"the demo exited with {proc.returncode}:\n{''.join(output)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"no banner in {START_TIMEOUT} s:\n{''.join(output)}")
-        time.sleep(0.1)
+from tests.support.demo import STOP_TIMEOUT, RunningDemo, running_demo
 
 
 @pytest.fixture
 def demo() -> Iterator[RunningDemo]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIMS_BRIDGE_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_lims_bridge.demo", "--port", "0", "--service-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    output: list[str] = []
-    running = RunningDemo(proc, output)
-    try:
-        _read_until_banner(proc, output)
-        text = running.text()
-        running.eln_url = re.search(r"Open this URL:\s+(http://127\.0\.0\.1:\d+/)", text).group(1)
-        running.root = Path(re.search(r"files, keys and logs\s+(\S+)", text).group(1))
+    with running_demo() as running:
         yield running
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
 
 
 def open_links(page: str, css_class: str) -> dict[str, str]:

@@ -7,53 +7,22 @@ opened from the demo ELN lands back there. Screenshots
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.support.browser import CHROMIUM_ARGS, profile_with_third_party_cookies
+from tests.support.demo import running_demo
 
 from .conftest import CHROMIUM, screenshot
-
-START_TIMEOUT = 90.0
 
 
 @pytest.fixture(scope="module")
 def demo_url() -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIMS_BRIDGE_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_lims_bridge.demo", "--port", "0", "--service-port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    output: list[str] = []
-    threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True).start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while "Press Ctrl-C to stop." not in "".join(output):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the demo did not start:\n" + "".join(output))
-            time.sleep(0.2)
-        yield re.search(r"Open this URL:\s+(http://127\.0\.0\.1:\d+/)", "".join(output)).group(1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    with running_demo() as demo:
+        yield demo.eln_url
 
 
 def test_the_demo_eln_shows_jupyterlab_embedded_and_what_a_proxy_token_is_for(
