@@ -48,7 +48,8 @@ from .proxy.services import NamedServices, valid_name
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
 from .recent import RecentOpens
 from .staging import DataStager
-from .webhook import DEFAULT_EVENTS, WebhookService, check_url, parse_secret
+from .urlrules import check_url
+from .webhook import DEFAULT_EVENTS, WebhookService, parse_secret
 from .workspace import Workspace
 
 HERE = Path(__file__).parent
@@ -556,6 +557,8 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
                 "lims-bridge: no public_keys, jwks_url or hmac_secret configured; "
                 "every open token will be refused."
             )
+        self.event_logger = self.serverapp.event_logger
+        register_event_schemas(self.event_logger)
         root_dir = Path(self.serverapp.root_dir).expanduser()
         self.workspace = Workspace(
             root_dir=root_dir,
@@ -568,12 +571,10 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             url_prefixes=self.data_url_prefixes,
             max_download_bytes=self.max_download_bytes,
             max_concurrent=self.max_concurrent_downloads,
-            event_logger=self.serverapp.event_logger,
+            event_logger=self.event_logger,
             log=self.log,
         )
         self.recent = RecentOpens(state / "recent.json")
-        self.event_logger = self.serverapp.event_logger
-        register_event_schemas(self.event_logger)
         self.eln_returns = ElnReturns(
             state_dir=state,
             prefixes=self.return_url_prefixes,

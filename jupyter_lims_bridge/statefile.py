@@ -30,21 +30,26 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def write_private_json(path: Path, data: Any) -> None:
-    """Write JSON atomically to a file only its owner can read (0600 from creation)."""
+def write_private_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically to a file only its owner can read (0600 from creation)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # a random part: two writers in one process (threads) never share a temp file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_private_json(path: Path, data: Any) -> None:
+    """Write JSON atomically to a file only its owner can read (0600 from creation)."""
+    write_private_text(path, json.dumps(data))
 
 
 def read_json(path: Path, default: Callable[[], Any] = dict) -> Any:

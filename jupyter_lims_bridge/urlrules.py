@@ -1,9 +1,10 @@
 """Which URLs a LIMS-given URL may be, and what of one may be logged.
 
-A leaf shared by the capabilities that fetch from or send to a URL the LIMS put
-in a signed token (data downloads under ``data_url_prefixes``, "Save to ELN"
-under ``return_url_prefixes``): the prefix check compared part by part, and the
-form of a URL that may appear in a log or an event.
+A leaf shared by the capabilities that fetch from or send to a URL the LIMS
+gave (data downloads under ``data_url_prefixes``, "Save to ELN" under
+``return_url_prefixes``, the event webhook): what an acceptable URL or prefix is,
+the prefix check compared part by part, and the form of a URL that may appear
+in a log or an event.
 
 Must not: import anything of the bridge, or touch the network.
 """
@@ -59,3 +60,14 @@ def safe_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is an absolute http(s) URL; ``ValueError`` otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "must be an absolute http:// or https:// URL, e.g. "
+            "'https://lims.example.org/api/jupyter/events'"
+        )
+    return url

@@ -36,9 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import events
+from .statefile import write_private_text
+from .urlrules import check_url, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -86,26 +87,6 @@ def parse_secret(text: str) -> bytes:
             f"must hold at least {MIN_KEY_BYTES} bytes of key, not {len(key)} (32 is usual)"
         )
     return key
-
-
-def check_url(url: str) -> str:
-    """``url`` if it is an absolute http(s) URL; ``ValueError`` otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(
-            "must be an absolute http:// or https:// URL, e.g. "
-            "'https://lims.example.org/api/jupyter/events'"
-        )
-    return url
-
-
-def safe_url(url: str) -> str:
-    """``url`` without credentials, query or fragment, for logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: str) -> str:
@@ -258,19 +239,8 @@ class WebhookJournal:
         entries: list[dict[str, Any]] = [{"op": "dropped", "total": self.dropped}]
         entries += [{"op": "open", "session": s} for s in self.sessions.values()]
         entries += [{"op": "add", "msg": m} for m in self.pending.values()]
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                for entry in entries:
-                    f.write(json.dumps(entry, separators=(",", ":")) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        text = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries)
+        write_private_text(self.path, text)
         self._lines = len(entries)
 
     def close(self) -> None:
