@@ -8,8 +8,11 @@ statuses, reasons, forwarded headers and bodies are as DESIGN.md says.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -18,11 +21,16 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from jupyter_lims_bridge.proxy import tunnel
+
 from .support.lenient_backend import LenientBackend
 from .support.net import free_port, proxy_backend
 
 HERE = Path(__file__).parent
 ELN = "https://eln.example.org"
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC65B11"
+#: "hi" in a masked text frame, as a client sends it
+CLIENT_FRAME = b"\x81\x82\x01\x02\x03\x04" + bytes((ord("h") ^ 1, ord("i") ^ 2))
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +57,16 @@ def lenient():
 @pytest.fixture
 def bridge_config(backend_port, closed_port, lenient):
     return {"allowed_ports": [backend_port, closed_port, lenient.port], "cors_origins": [ELN]}
+
+
+@pytest.fixture(params=["transports", "streams"])
+def relay(request, monkeypatch):
+    """Which websocket relay runs: asyncio transports (the sockets taken from
+    tornado), or the fallback pumps over tornado's streams (a tornado whose
+    internals were not tested)."""
+    if request.param == "streams":
+        monkeypatch.setattr(tunnel, "detachable", lambda stream: False)
+    return request.param
 
 
 @pytest.fixture
@@ -600,6 +618,7 @@ def ws_request(server, port, path="ws", headers=None, absolute=False):
     return HTTPRequest(url, headers=headers or {})
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_echo_with_subprotocol(server, backend_port, token, bridge):
     events = []
     bridge.port_proxy.event_logger = type(
@@ -632,6 +651,7 @@ async def test_websocket_echo_with_subprotocol(server, backend_port, token, brid
     assert ended["messages"] == 7 and ended["closeCode"] == 4001
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_session_events_carry_one_session_id_and_the_bytes_relayed(
     server, backend_port, token, bridge
 ):
@@ -658,6 +678,7 @@ async def test_websocket_session_events_carry_one_session_id_and_the_bytes_relay
     assert "bytesUp" not in started
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_client_close_code_reaches_the_backend(server, backend_port, token):
     req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
     ws = await websocket_connect(req)
@@ -675,6 +696,7 @@ async def test_websocket_client_close_code_reaches_the_backend(server, backend_p
     assert 4002 in codes
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_large_and_fragmented_messages(server, backend_port, token):
     req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
     ws = await websocket_connect(req, max_message_size=16 * 1024 * 1024)
@@ -686,6 +708,7 @@ async def test_websocket_large_and_fragmented_messages(server, backend_port, tok
     ws.close()
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_backend_message_over_limit_closes_both_with_1009(
     server, backend_port, token, bridge
 ):
@@ -714,6 +737,7 @@ async def test_websocket_backend_message_over_limit_closes_both_with_1009(
     assert [e["closeCode"] for e in events if e["action"] == "ended"] == [1009, 1009]
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_compression_negotiated_end_to_end(server, backend_port, token):
     req = ws_request(server, backend_port, path="wsz", headers={"X-Proxy-Token": token})
     ws = await websocket_connect(req, compression_options={})
@@ -724,6 +748,7 @@ async def test_websocket_compression_negotiated_end_to_end(server, backend_port,
     ws.close()
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_refused_upgrade_is_the_backends_answer(server, backend_port, token):
     # the backend has no websocket here: its 404 reaches the client, not a 502
     req = ws_request(server, backend_port, path="nothing-here", headers={"X-Proxy-Token": token})
@@ -732,6 +757,7 @@ async def test_websocket_refused_upgrade_is_the_backends_answer(server, backend_
     assert info.value.code == 404
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_cross_origin_with_owner_cookie_refused(jp_fetch, server, backend_port):
     # a browser's websocket carries the owner's cookie to any site that asks:
     # a cross-site one is refused, a same-site one passes (as Jupyter's own)
@@ -752,6 +778,7 @@ async def test_websocket_cross_origin_with_owner_cookie_refused(jp_fetch, server
     ws.close()
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_ping_propagates(server, backend_port, token):
     req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
     ws = await websocket_connect(req)
@@ -762,6 +789,7 @@ async def test_websocket_ping_propagates(server, backend_port, token):
     ws.close()
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_needs_token(server, backend_port):
     req = ws_request(server, backend_port)
     with pytest.raises(HTTPClientError) as info:
@@ -773,6 +801,7 @@ async def test_websocket_needs_token(server, backend_port):
     assert info.value.code == 401
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_port_not_allowed_and_backend_down(server, token, closed_port):
     req = ws_request(server, 1, headers={"X-Proxy-Token": token})
     with pytest.raises(HTTPClientError) as info:
@@ -784,6 +813,7 @@ async def test_websocket_port_not_allowed_and_backend_down(server, token, closed
     assert info.value.code == 502
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_max_message_size(server, backend_port, token, bridge):
     bridge.port_proxy.websocket_max_message_size = 1000
     req = ws_request(server, backend_port, headers={"X-Proxy-Token": token})
@@ -793,6 +823,7 @@ async def test_websocket_max_message_size(server, backend_port, token, bridge):
     assert ws.close_code == 1009
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_owner_session(jp_ws_fetch, backend_port):
     ws = await jp_ws_fetch("lims", "proxy", str(backend_port), "ws")
     await ws.write_message("hi")
@@ -808,6 +839,7 @@ async def test_proxied_traffic_counts_as_activity(proxy_fetch, token, jp_servera
     assert after is not None and after != before
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_traffic_counts_as_activity(
     server, backend_port, token, jp_serverapp, bridge
 ):
@@ -844,6 +876,7 @@ async def test_no_etag_added(proxy_fetch, token):
     assert "Etag" not in r.headers
 
 
+@pytest.mark.usefixtures("relay")
 async def test_websocket_oversized_control_frame_closes_both_with_1002(
     server, backend_port, token, bridge
 ):
@@ -1341,3 +1374,77 @@ async def test_an_answer_before_the_body_was_read_does_not_poison_the_pool(
         r = await fetch()
         assert r.code == 200, r.body
         assert json.loads(r.body)["received"] == 10
+
+
+@pytest.mark.usefixtures("relay")
+async def test_websocket_bytes_sent_with_the_handshakes_are_relayed(server, token, closed_port):
+    # Given a backend that sends its first frame in the same write as its 101,
+    # and a client that sends its first frame right behind its handshake (both
+    # likely already read by tornado when the tunnel takes over)
+    seen: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = re.search(rb"(?im)^sec-websocket-key: *(\S+)", head).group(1)
+        accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + accept
+            + b"\r\n\r\n"
+            + b"\x81\x05hello"
+        )
+        seen.set_result(await reader.readexactly(len(CLIENT_FRAME)))
+        await reader.read()  # until the proxy hangs up
+        writer.close()
+
+    listener = await asyncio.start_server(backend, "127.0.0.1", closed_port)
+    try:
+        host, port = server[7:].split("/", 1)[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        path = f"/{server.split('/', 3)[3]}lims/proxy/{closed_port}/ws"
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nX-Proxy-Token: {token}\r\n\r\n".encode()
+            + CLIENT_FRAME
+        )
+        # When the tunnel is up
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        # Then each side gets the other's first frame, whole and in order
+        assert await asyncio.wait_for(reader.readexactly(7), 10) == b"\x81\x05hello"
+        assert await asyncio.wait_for(seen, 10) == CLIENT_FRAME
+        writer.close()
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+@pytest.mark.usefixtures("relay")
+async def test_websocket_backpressure_a_client_that_does_not_read_stops_the_backend(
+    server, backend_port, token
+):
+    # Given a backend that writes 64 KiB messages as fast as the proxy takes them
+    async def flooded() -> int:
+        r = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{backend_port}/ws-flooded")
+        return json.loads(r.body)["messages"]
+
+    before = await flooded()
+    ws = await websocket_connect(ws_request(server, backend_port, headers={"X-Proxy-Token": token}))
+    await ws.write_message("flood:1024")  # 64 MiB
+    # When the client reads nothing for a while
+    taken = -1
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        now = await flooded() - before
+        if now == taken:
+            break  # the backend is stalled
+        taken = now
+    # Then the proxy stopped reading from the backend: what it took is what the
+    # sockets' buffers hold plus its own high-water mark, far from 64 MiB
+    assert 0 < taken * 64 < 32 * 1024, taken
+    # and once the client reads, all of it arrives
+    for _ in range(1024):
+        assert len(await asyncio.wait_for(ws.read_message(), 10)) == 65536
+    ws.close()

@@ -11,13 +11,14 @@ Must not: decide who may pass (access.py), choose which headers pass
 (headers.py), hold a body in memory, or connect anywhere but 127.0.0.1.
 
 Tornado internals, used only here (tested with tornado 6.5/6.6, ``FAST_PATH``):
-the response head is handed to tornado as a prepared ``HTTPHeaders``
+a websocket's two sockets are taken from their ``IOStream``s with what tornado
+had buffered (``detach_socket``: ``_read_buffer``, ``_state``); the response head is handed to tornado as a prepared ``HTTPHeaders``
 (``RequestHandler._headers``); chunked framing from the backend is passed
 through untouched (``HTTP1Connection._chunking_output``); an upload is read in
 relay-sized pieces (``HTTP1Connection.params.chunk_size``); the pending size of
 a stream's buffers is read from ``_write_buffer_size``/``_read_buffer_size``.
-With any other version the plain path de-chunks and lets tornado re-chunk, and
-nothing is pooled.
+With any other version the plain path de-chunks and lets tornado re-chunk,
+nothing is pooled, and websockets are relayed over the two ``IOStream`` s.
 """
 
 from __future__ import annotations
@@ -508,6 +509,39 @@ def write_backlog(stream: IOStream, unknown: int) -> int:
     return getattr(stream, "_write_buffer_size", unknown)
 
 
+class NotDetachable(Exception):
+    """tornado's stream cannot be handed over (untested tornado, or busy)."""
+
+
+def detach_socket(stream: IOStream) -> tuple[socket.socket, bytes]:
+    """Take ``stream``'s socket away from tornado, with the bytes tornado had
+    read from it but not handed out yet (a frame that came with the 101).
+
+    Raises :class:`NotDetachable` (and changes nothing) with an untested
+    tornado, or while a read or a write is pending. Afterwards tornado no
+    longer watches the socket, and ``stream.close()`` leaves it open.
+    """
+    if not detachable(stream):
+        raise NotDetachable()
+    buffered = bytes(stream._read_buffer[: stream._read_buffer_size])
+    if stream._state is not None:
+        stream.io_loop.remove_handler(stream.fileno())
+        stream._state = None
+    stream._closed = True  # so that nothing of tornado's closes the socket now
+    return stream.socket, buffered
+
+
+def detachable(stream: IOStream) -> bool:
+    """Whether :func:`detach_socket` can take ``stream``'s socket."""
+    return (
+        FAST_PATH
+        and type(stream) is IOStream  # not TLS: its bytes are not the socket's
+        and not (stream.closed() or stream.reading() or stream.writing())
+        and not getattr(stream, "_user_read_buffer", True)
+        and len(getattr(stream, "_read_buffer", b"")) == getattr(stream, "_read_buffer_size", -1)
+    )
+
+
 def accept_streamed_body(connection: Any) -> None:
     """Let a client's request body of any size stream through, read in
     relay-sized pieces rather than tornado's 64 KiB."""
@@ -684,11 +718,14 @@ __all__ = [
     "CHUNK",
     "FAST_PATH",
     "BackendUnavailable",
+    "NotDetachable",
     "Route",
     "UpstreamExchange",
     "UpstreamPool",
     "accept_streamed_body",
     "can_pass_chunked",
+    "detach_socket",
+    "detachable",
     "open_exchange",
     "pass_chunked_through",
     "respond",

@@ -20,9 +20,11 @@ listening. Endpoints (all generate their data; nothing is read from disk):
 - ``/ws``            websocket echo; picks subprotocol ``echo.v2`` when offered;
                      "close" closes with 4001, "ping-me" sends a ping first,
                      "big:N" answers with an N-byte message, "frag" with one
-                     message in three fragments
+                     message in three fragments, "flood:N" with N 64 KiB
+                     messages as fast as the proxy takes them
 - ``/wsz``           the same echo with permessage-deflate accepted
 - ``/ws-closes``     JSON: the close codes the websocket echo has received
+- ``/ws-flooded``    JSON: the flood messages the proxy has taken so far
 - ``/.../lims/proxy/absolute/...``  echo (what an app that knows its prefix serves)
 """
 
@@ -228,6 +230,14 @@ class Echo_WS(websocket.WebSocketHandler):
         if isinstance(message, str) and message.startswith("big:"):
             await self.write_message(b"b" * int(message[4:]), binary=True)
             return
+        if isinstance(message, str) and message.startswith("flood:"):
+            global FLOODED
+            for _ in range(int(message[6:])):
+                await self.write_message(
+                    b"f" * 65536, binary=True
+                )  # waits while the proxy is behind
+                FLOODED += 1
+            return
         if message == "frag":
             # one text message as three frames (tornado has no API for fragments)
             protocol = self.ws_connection
@@ -245,6 +255,12 @@ class Echo_WS(websocket.WebSocketHandler):
 
 
 CLOSES: list[int | None] = []
+FLOODED = 0
+
+
+class WsFlooded(web.RequestHandler):
+    def get(self) -> None:
+        self.finish({"messages": FLOODED})
 
 
 class WsCloses(web.RequestHandler):
@@ -277,6 +293,7 @@ def make_app() -> web.Application:
             (r"/wsz", CompressedEcho_WS),
             (r"/echo.*", Echo),
             (r"/ws-closes", WsCloses),
+            (r"/ws-flooded", WsFlooded),
             (r"/.*/lims/proxy/absolute/.*", Echo),
         ],
         websocket_max_message_size=64 * 1024 * 1024,
