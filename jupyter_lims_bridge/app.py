@@ -21,6 +21,7 @@ from typing import Any
 from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp, ExtensionAppJinjaMixin
+from tornado import web
 from traitlets import (
     Bool,
     Dict,
@@ -40,7 +41,7 @@ from ._version import __version__
 from .claims import ReplayStore, build_verifier
 from .eln_return import ElnReturns
 from .events import register_event_schemas
-from .handlers import default_handlers
+from .handlers import default_handlers, fast_routes
 from .opener import Opener
 from .proxy.access import Access
 from .proxy.service import MODES, ProxyService
@@ -686,6 +687,16 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             transforms.append(embed.PartitionedCookies)
 
     def initialize_handlers(self) -> None:
+        # the proxy's fast path goes in front of every handler of ours (tornado
+        # tries host rules in the order they were added): a request it does
+        # not take falls through to the proxy handlers (handlers/proxy_fast.py)
+        # (tornado's own add_handlers: jupyter_server's checks RequestHandler
+        # classes for auth decorators, and this target is a Router, each of
+        # whose requests Access.admit decides)
+        web_app = self.serverapp.web_app
+        web.Application.add_handlers(
+            web_app, ".*$", fast_routes(self, web_app.settings["base_url"])
+        )
         self.handlers.extend(default_handlers)
 
     async def stop_extension(self) -> None:

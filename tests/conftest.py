@@ -209,3 +209,20 @@ def files_under(root: Path) -> dict[str, bytes | str]:
         elif path.is_file():
             snapshot[rel] = path.read_bytes()
     return snapshot
+
+
+@pytest.fixture(params=["fast", "handler"])
+def proxy_path(request, jp_serverapp, jp_http_port, monkeypatch):
+    """Which of the proxy's two paths a bodyless request with a proxy token takes:
+    ``fast`` (handlers/proxy_fast.py; the test server's Host values taken as
+    already checked, as after their first request) or ``handler`` (the fast
+    path off: handlers/proxy.py has every request)."""
+    service = jp_serverapp.web_app.settings["lims_bridge"].port_proxy
+    if request.param == "fast":
+        for host in ("127.0.0.1", f"127.0.0.1:{jp_http_port}", f"localhost:{jp_http_port}"):
+            service.host_checks[host] = True
+    else:
+        from jupyter_lims_bridge.handlers import proxy_fast
+
+        monkeypatch.setattr(proxy_fast, "takes", lambda *args, **kwargs: False)
+    return request.param

@@ -16,6 +16,9 @@ import asyncio
 
 import pytest
 
+#: every test runs on both of the proxy's paths (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("proxy_path")
+
 ELN = "https://eln.example.org"
 PORT = 18777  # allowed, nothing listens: no request here reaches a backend
 

@@ -26,6 +26,9 @@ from jupyter_lims_bridge.proxy import tunnel
 from .support.lenient_backend import LenientBackend
 from .support.net import free_port, proxy_backend
 
+#: every test runs on both of the proxy's paths (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("proxy_path")
+
 HERE = Path(__file__).parent
 ELN = "https://eln.example.org"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC65B11"
@@ -1448,3 +1451,36 @@ async def test_websocket_backpressure_a_client_that_does_not_read_stops_the_back
     for _ in range(1024):
         assert len(await asyncio.wait_for(ws.read_message(), 10)) == 65536
     ws.close()
+
+
+async def test_which_requests_take_the_fast_path(
+    proxy_fetch, token, proxy_path, monkeypatch, jp_serverapp
+):
+    # Given the proxy handler's requests counted
+    from jupyter_lims_bridge.handlers.proxy import ProxyHandler
+
+    handled = []
+    prepare = ProxyHandler.prepare
+
+    async def counting_prepare(self):
+        handled.append(self.request.method)
+        await prepare(self)
+
+    monkeypatch.setattr(ProxyHandler, "prepare", counting_prepare)
+    fast = proxy_path == "fast"
+    # When bodyless requests carry a proxy token: the fast path has them
+    assert (await proxy_fetch("echo", token=token)).code == 200
+    assert (await proxy_fetch("echo", token=token, method="DELETE")).code == 200
+    assert (await proxy_fetch("echo", token="jlb_wrong")).code == 401  # refused there too
+    assert handled == ([] if fast else ["GET", "DELETE", "GET"])
+    handled.clear()
+    # and the handler has a body, the owner's session, and a Host not checked yet
+    r = await proxy_fetch("echo", token=token, method="POST", body=b"x")
+    assert r.code == 200
+    r = await proxy_fetch(
+        "echo", headers={"Authorization": f"token {jp_serverapp.identity_provider.token}"}
+    )
+    assert r.code == 200
+    r = await proxy_fetch("echo", token=token, headers={"Host": "elsewhere.example"})
+    assert r.code == 403
+    assert handled == ["POST", "GET", "GET"]

@@ -16,6 +16,9 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+#: every test runs on both of the proxy's paths (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("proxy_path")
+
 SERVICE = Path(__file__).parent / "support" / "named_service.py"
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from jupyter_server.utils import url_path_join
+
 from ..urls import PATTERNS
 from . import open as open_handlers
 from . import proxy as proxy_handlers
+from . import proxy_fast
 from . import save as save_handlers
 from . import staging as staging_handlers
 from . import status as status_handlers
@@ -31,3 +34,13 @@ default_handlers: list[tuple[str, Any]] = [
     (PATTERNS["proxy_absolute"], proxy_handlers.AbsoluteProxyHandler),
     (PATTERNS["proxy"], proxy_handlers.ProxyHandler),
 ]
+
+
+def fast_routes(bridge: Any, base_url: str) -> list[tuple[str, Any]]:
+    """The proxy's fast path (handlers/proxy_fast.py), full patterns under
+    ``base_url``: added before ``default_handlers``, it lets every request it
+    does not take fall through to the proxy handlers."""
+    return [
+        (url_path_join(base_url, PATTERNS[name]), proxy_fast.FastRoute(bridge, absolute=absolute))
+        for name, absolute in (("proxy_absolute", True), ("proxy", False))
+    ]

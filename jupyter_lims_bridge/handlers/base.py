@@ -83,21 +83,29 @@ class BridgeMixin:
         return self.extensionapp  # type: ignore[attr-defined]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        # tornado's own version prints the request's URI (twice for an uncaught
-        # exception, with the request's repr): its query may hold a token
-        # (``?lims_token=``), so every line here names the path only
-        method, path = self.request.method, self.request.path
-        if isinstance(value, LimsError):
-            self.log.info("lims-bridge: %s %s refused: %s", method, path, value.reason)
-        elif isinstance(value, web.HTTPError):
-            if value.log_message:
-                self.log.warning(
-                    "%d %s %s: %s", value.status_code, method, path, value.get_message()
-                )
-        else:
-            self.log.error(
-                "lims-bridge: uncaught exception in %s %s", method, path, exc_info=(typ, value, tb)
-            )
+        log_refusal(self.log, self.request.method, self.request.path, value, (typ, value, tb))
+
+
+def log_refusal(
+    log: Any, method: str | None, path: str, value: BaseException, exc_info: Any = None
+) -> None:
+    """One log line for an error a request ended with: a refusal at INFO with its
+    reason, an ``HTTPError`` with a message at WARNING, anything else with its
+    traceback. tornado's own version prints the request's URI (twice for an
+    uncaught exception, with the request's repr): its query may hold a token
+    (``?lims_token=``), so every line here names the path only."""
+    if isinstance(value, LimsError):
+        log.info("lims-bridge: %s %s refused: %s", method, path, value.reason)
+    elif isinstance(value, web.HTTPError):
+        if value.log_message:
+            log.warning("%d %s %s: %s", value.status_code, method, path, value.get_message())
+    else:
+        log.error(
+            "lims-bridge: uncaught exception in %s %s",
+            method,
+            path,
+            exc_info=exc_info or (type(value), value, value.__traceback__),
+        )
 
 
 class LimsAPIHandler(BridgeMixin, ExtensionHandlerMixin, APIHandler):

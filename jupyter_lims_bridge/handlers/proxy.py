@@ -97,27 +97,24 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
             # the owner's cookie is an ambient credential, and browsers apply no
             # same-origin policy to websockets: refuse cross-site ones as Jupyter does
             raise web.HTTPError(403, "Cross-origin websocket refused")
-        name = "proxy_absolute" if self.absolute else "proxy"
-        prefix = urls.url_for(name, self.base_url, port=port_text)
         bare = not self.absolute and not self.path_kwargs.get("proxied_path")
         if bare and method in ("GET", "HEAD") and not self.upgrade:
             # relative links of the app only resolve under "<prefix>/"
+            prefix = urls.url_for("proxy", self.base_url, port=port_text)
             location = prefix + "/" + (f"?{request.query}" if request.query else "")
             self._early = lambda: self.redirect(location)
             return
-        try:  # a named service is launched on its first request (proxy/services.py)
-            port, service_name = await service.resolve(target)
-        except ServiceUnavailable:
-            raise LimsError("backend_unavailable", "The service could not be started.") from None
-        self.route = upstream.Route(port, prefix, self.absolute, self.caller, service_name)
-        try:
-            self.exchange = await upstream.open_exchange(
-                request, service, self.route, websocket=self.upgrade, client=client
-            )
-        except hdr.BadFraming as e:  # refused before anything reached the backend
-            raise LimsError("bad_request", str(e)) from None
-        except upstream.BackendUnavailable:
-            raise LimsError("backend_unavailable") from None
+        self.route, self.exchange = await connect(
+            request,
+            service,
+            port_text,
+            target,
+            self.caller,
+            client,
+            base_url=self.base_url,
+            absolute=self.absolute,
+            websocket=self.upgrade,
+        )
         if self.exchange.has_body:
             self._go_live()  # an upload may run for hours too
 
@@ -222,3 +219,36 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
 
 class AbsoluteProxyHandler(ProxyHandler):
     absolute = True
+
+
+async def connect(
+    request: httputil.HTTPServerRequest,
+    service: Any,
+    port_text: str,
+    target: int | str,
+    caller: Caller,
+    client: str,
+    *,
+    base_url: str,
+    absolute: bool,
+    websocket: bool = False,
+) -> tuple[upstream.Route, upstream.UpstreamExchange]:
+    """For a request let in (``caller``): its route, and the upstream exchange
+    with its head written; a :class:`LimsError` when the backend cannot be
+    reached or the request's framing is refused (both handler and fast path)."""
+    name = "proxy_absolute" if absolute else "proxy"
+    prefix = urls.url_for(name, base_url, port=port_text)
+    try:  # a named service is launched on its first request (proxy/services.py)
+        port, service_name = await service.resolve(target)
+    except ServiceUnavailable:
+        raise LimsError("backend_unavailable", "The service could not be started.") from None
+    route = upstream.Route(port, prefix, absolute, caller, service_name)
+    try:
+        exchange = await upstream.open_exchange(
+            request, service, route, websocket=websocket, client=client
+        )
+    except hdr.BadFraming as e:  # refused before anything reached the backend
+        raise LimsError("bad_request", str(e)) from None
+    except upstream.BackendUnavailable:
+        raise LimsError("backend_unavailable") from None
+    return route, exchange

@@ -651,6 +651,28 @@ async def open_exchange(
     return exchange
 
 
+def response_head(
+    exchange: UpstreamExchange,
+    start: httputil.ResponseStartLine,
+    upstream_headers: httputil.HTTPHeaders,
+    route: Route,
+    service: Any,
+    cors_origin: str | None,
+    client_version: str,
+) -> tuple[httputil.HTTPHeaders, bool]:
+    """The response headers for the client (headers.py's hygiene, the body's
+    length), and whether the backend's chunked framing passes through as it came."""
+    headers = route.response_headers(upstream_headers, service, cors_origin)
+    framing = exchange.body_framing()
+    length = upstream_headers.get("Content-Length")
+    if length is not None and framing in ("length", "none") and start.code != 204:
+        headers["Content-Length"] = length
+    pass_chunked = can_pass_chunked(framing, client_version)
+    if pass_chunked:
+        headers["Transfer-Encoding"] = "chunked"
+    return headers, pass_chunked
+
+
 async def respond(
     handler: Any,
     exchange: UpstreamExchange,
@@ -673,14 +695,9 @@ async def respond(
     activity for JupyterHub's idle culler while the body flows.
     """
     request, touch = handler.request, service
-    headers = route.response_headers(upstream_headers, service, cors_origin)
-    framing = exchange.body_framing()
-    length = upstream_headers.get("Content-Length")
-    if length is not None and framing in ("length", "none") and start.code != 204:
-        headers["Content-Length"] = length
-    pass_chunked = can_pass_chunked(framing, request.version)
-    if pass_chunked:
-        headers["Transfer-Encoding"] = "chunked"
+    headers, pass_chunked = response_head(
+        exchange, start, upstream_headers, route, service, cors_origin, request.version
+    )
     handler.set_status(start.code, start.reason or responses.get(start.code, "Unknown"))
     set_response_head(handler, headers)
     settings = handler.settings
@@ -729,6 +746,7 @@ __all__ = [
     "open_exchange",
     "pass_chunked_through",
     "respond",
+    "response_head",
     "set_response_head",
     "write_backlog",
 ]

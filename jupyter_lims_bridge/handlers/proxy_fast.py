@@ -1,0 +1,257 @@
+"""The port proxy's fast path: a proxied request below tornado's ``RequestHandler``.
+
+Owns: which requests take it (:func:`takes`: a bodyless request that carries
+a proxy token, or any in mode ``open``, to a Host already checked), and their
+whole exchange as an ``HTTPMessageDelegate`` on tornado's HTTP/1.1
+connection. Everything else (the owner's session, a body to stream, a
+websocket handshake, a CORS preflight, the slash redirect, a Host seen for
+the first time) falls through to :mod:`.proxy`'s handler, untouched.
+
+Why: on small GETs, tornado's ``RequestHandler`` machinery (its construction,
+``_execute``, ``finish`` and ``flush``) cost the proxying server as much as
+the relay itself (``bench/proxy.py``, CPU per request). What a request gets
+here is what it gets from the handler: the same access decision
+(``Access.admit``), the same upstream exchange and header hygiene
+(:mod:`..proxy.upstream`, :mod:`..proxy.headers`), the same JSON errors and
+refusal log lines.
+
+Must not: decide who may pass itself, read a request body (none is let in), or
+put a token in a log line or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http.client import responses
+from typing import TYPE_CHECKING, Any
+
+from tornado import httputil
+from tornado.routing import Router
+
+from ..errors import LimsError
+from ..proxy import headers as hdr
+from ..proxy import upstream
+from ..proxy.access import Presented
+from .base import error_json, log_refusal
+from .proxy import connect
+
+if TYPE_CHECKING:
+    from ..app import LimsBridge
+
+log = logging.getLogger("ServerApp")
+
+#: methods taken here when they carry no body (OPTIONS is CORS's: the handler's)
+_METHODS = frozenset({"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH"})
+
+
+def takes(request: httputil.HTTPServerRequest, service: Any, *, bare: bool) -> bool:
+    """Whether ``request`` takes the fast path (else the handler has it)."""
+    headers = request.headers
+    return (
+        (hdr.TOKEN_HEADER in headers or service.mode == "open")
+        and request.method in _METHODS
+        and not bare  # lims/proxy/<port> without the slash: the handler redirects
+        and "Content-Length" not in headers
+        and "Transfer-Encoding" not in headers
+        and "Upgrade" not in headers
+        # the handler asks Jupyter's DNS-rebinding guard the first time
+        and service.host_checks.get(request.host) is True
+    )
+
+
+class FastRoute(Router):
+    """The rule target in front of the proxy handlers: a :class:`FastExchange`
+    for a request that :func:`takes` the fast path, else no match."""
+
+    def __init__(self, bridge: LimsBridge, *, absolute: bool) -> None:
+        self.bridge = bridge
+        self.absolute = absolute
+
+    def find_handler(
+        self, request: httputil.HTTPServerRequest, **kwargs: Any
+    ) -> httputil.HTTPMessageDelegate | None:
+        path = kwargs.get("path_kwargs") or {}
+        bare = not self.absolute and not path.get("proxied_path")
+        if not takes(request, self.bridge.port_proxy, bare=bare):
+            return None
+        # (tornado hands a Router its path parameters as bytes; the port pattern is ASCII)
+        port = path["port"].decode("ascii")
+        return FastExchange(self.bridge, request, port, absolute=self.absolute)
+
+
+class FastExchange(httputil.HTTPMessageDelegate):
+    """One bodyless proxied request and its response, straight on the connection."""
+
+    def __init__(
+        self, bridge: LimsBridge, request: httputil.HTTPServerRequest, port: str, *, absolute: bool
+    ) -> None:
+        self.bridge = bridge
+        self.request = request
+        self.port = port
+        self.absolute = absolute
+        self.connection: Any = request.connection
+        self.exchange: upstream.UpstreamExchange | None = None
+        self.route: upstream.Route | None = None
+        self.cors_origin: str | None = None
+        self._live: Any = None
+        self._task: asyncio.Future[None] | None = None
+        self._refusal: BaseException | None = None
+        self.connection.set_close_callback(self.on_connection_close)
+
+    async def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> None:
+        try:
+            await self._begin()
+        except Exception as error:
+            # answered in finish(): tornado closes a connection whose answer was
+            # finished before it had read the whole request
+            self._refusal = error
+
+    async def _begin(self) -> None:
+        request, service = self.request, self.bridge.port_proxy
+        origin = request.headers.get("Origin")
+        if origin and origin in service.cors_origins:
+            self.cors_origin = origin
+        client = hdr.attempt_key(request, trust_xheaders=service.trust_xheaders)
+        presented = Presented(token=request.headers.get(hdr.TOKEN_HEADER), client=client)
+        target = int(self.port) if self.port.isdigit() else self.port  # a port or a service
+        caller = await self.bridge.proxy_access.admit(target, presented)
+        self.route, self.exchange = await connect(
+            request,
+            service,
+            self.port,
+            target,
+            caller,
+            client,
+            base_url=self.bridge.serverapp.base_url,
+            absolute=self.absolute,
+        )
+
+    def data_received(self, chunk: bytes) -> None:
+        return None  # takes() lets no request with a body in
+
+    def finish(self) -> None:
+        # tornado calls this once the (empty) body is read; it waits for our
+        # connection.finish() before reading the next request on the connection
+        if self._refusal is not None:
+            self._refuse(self._refusal)
+        elif self.exchange is not None:
+            self._task = asyncio.ensure_future(self._respond())
+
+    async def _respond(self) -> None:
+        exchange, route, service = self.exchange, self.route, self.bridge.port_proxy
+        assert exchange is not None and route is not None
+        method = self.request.method or "GET"
+        exchange.end_body()
+        try:
+            start, up_headers = await exchange.read_head(method)
+        except upstream.BackendUnavailable:
+            self._refuse(LimsError("backend_unavailable"))
+            return
+        if start.code == 101:  # nobody asked: no Upgrade went upstream
+            exchange.abort()
+            self._refuse(
+                LimsError("backend_unavailable", "The backend switched protocols unasked.")
+            )
+            return
+        headers, pass_chunked = upstream.response_head(
+            exchange, start, up_headers, route, service, self.cors_origin, self.request.version
+        )
+        line = httputil.ResponseStartLine(
+            "HTTP/1.1", start.code, start.reason or responses.get(start.code, "Unknown")
+        )
+        connection, settings = self.connection, self.bridge.serverapp.web_app.settings
+        try:
+            small = await exchange.read_small_body()
+        except upstream.BackendUnavailable:
+            self._refuse(LimsError("backend_unavailable"))
+            return
+        if small is not None:
+            connection.write_headers(line, headers, small if method != "HEAD" else None)
+            service.touch_activity(settings)
+            self._finish()
+            return
+        self._go_live()  # a stream may run for hours
+        connection.write_headers(line, headers)
+        if pass_chunked:
+            upstream.pass_chunked_through(connection)
+
+        def write(piece: Any) -> Any:
+            service.touch_activity(settings)  # a long download is activity while it runs
+            return connection.write(piece)
+
+        try:
+            await exchange.relay_body(write, pass_chunked=pass_chunked)
+        except upstream.BackendUnavailable:
+            stream = connection.stream
+            if stream is not None and not stream.closed():
+                log.warning("lims-bridge: proxy: port %s failed mid-body", exchange.port)
+                stream.close()  # a truncated body must not pass for a whole one
+            self._closed()
+            return
+        service.touch_activity(settings)
+        self._finish()
+
+    def _finish(self) -> None:
+        self.bridge.port_proxy.session_closed(self._live)
+        if self.exchange is not None:
+            self.exchange.done()
+        self.connection.finish()
+
+    def _go_live(self) -> None:
+        """Register this body stream, ended once its client is no longer admitted."""
+        route = self.route
+        assert route is not None
+        caller = route.caller
+        self._live = self.bridge.port_proxy.session_opened(
+            route.target, caller.via, caller.token_id, "stream", self._abort
+        )
+
+    def _abort(self) -> None:
+        self._closed()
+        stream = self.connection.stream
+        if stream is not None:
+            stream.close()
+
+    def on_connection_close(self) -> None:
+        self._closed()
+
+    def _closed(self) -> None:
+        self.bridge.port_proxy.session_closed(self._live)
+        self._live = None
+        if self.exchange is not None:
+            self.exchange.abort()  # the client left mid-exchange
+
+    def _refuse(self, error: BaseException) -> None:
+        """Answer with the JSON error the handler would give, and log it as it would."""
+        status, body = error_json(getattr(error, "status_code", 500), error)
+        request = self.request
+        log_refusal(log, request.method, request.path, error)
+        if self.exchange is not None:
+            self.exchange.abort()
+            self.exchange = None
+        data = json.dumps(body).encode()
+        headers = httputil.HTTPHeaders(
+            {
+                "Content-Type": "application/json",
+                "Cache-Control": "no-store",
+                "Content-Length": str(len(data)),
+            }
+        )
+        if self.cors_origin:
+            headers["Access-Control-Allow-Origin"] = self.cors_origin
+            headers["Vary"] = "Origin"
+        line = httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
+        try:
+            self.connection.write_headers(line, headers, data)
+            self.connection.finish()
+        except Exception:  # the client is gone
+            self._closed()
+
+
+__all__ = ["FastExchange", "FastRoute", "takes"]
