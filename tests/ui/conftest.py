@@ -124,10 +124,20 @@ def lab(tmp_path_factory, backend, lims_standin) -> Iterator[Lab]:
 
 
 @contextlib.contextmanager
-def running_lab(tmp: Path, backend: int, bridge_env: dict[str, str] | None = None) -> Iterator[Lab]:
-    """``jupyter lab`` with the bridge in ``tmp``; ``bridge_env`` adds ``LIMS_BRIDGE_*`` settings."""
+def running_lab(
+    tmp: Path,
+    backend: int,
+    bridge_env: dict[str, str] | None = None,
+    server_config: dict[str, Any] | None = None,
+) -> Iterator[Lab]:
+    """``jupyter lab`` with the bridge in ``tmp``; ``bridge_env`` adds ``LIMS_BRIDGE_*`` settings,
+    ``server_config`` other configuration (e.g. ``{"ServerProxy": {"servers": …}}``) as
+    ``jupyter_server_config.json`` in the server's config directory."""
     if not (BUILT / "package.json").exists():
         pytest.fail(f"the labextension is not built ({BUILT}): run `make install`")
+    if server_config:
+        (tmp / "config").mkdir()
+        (tmp / "config" / "jupyter_server_config.json").write_text(json.dumps(server_config))
     root_dir = tmp / "root"
     root_dir.mkdir()
     # the built extension under its package name, ahead of any installed copy
