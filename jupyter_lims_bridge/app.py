@@ -687,16 +687,19 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             transforms.append(embed.PartitionedCookies)
 
     def initialize_handlers(self) -> None:
-        # the proxy's fast path goes in front of every handler of ours (tornado
-        # tries host rules in the order they were added): a request it does
-        # not take falls through to the proxy handlers (handlers/proxy_fast.py)
-        # (tornado's own add_handlers: jupyter_server's checks RequestHandler
-        # classes for auth decorators, and this target is a Router, each of
-        # whose requests Access.admit decides)
+        # The proxy's fast path (handlers/proxy_fast.py) is tried before any
+        # other route: tornado tries host rules in turn, each extension's a list
+        # of path patterns, and a proxied request is the most frequent there is.
+        # A request it does not take falls through to the proxy handlers. It is
+        # added with tornado's own add_handlers: jupyter_server's checks
+        # RequestHandler classes for auth decorators, and this target is a
+        # Router whose every request Access.admit decides.
         web_app = self.serverapp.web_app
         web.Application.add_handlers(
             web_app, ".*$", fast_routes(self, web_app.settings["base_url"])
         )
+        rules = web_app.default_router.rules
+        rules.insert(0, rules.pop(-2))  # add_handlers put it before the last one
         self.handlers.extend(default_handlers)
 
     async def stop_extension(self) -> None:

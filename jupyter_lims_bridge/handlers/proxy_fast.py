@@ -144,6 +144,13 @@ class FastExchange(httputil.HTTPMessageDelegate):
             self._task = asyncio.ensure_future(self._respond())
 
     async def _respond(self) -> None:
+        try:
+            await self._relay_response()
+        except Exception as error:  # a bug: never leave the client waiting on it
+            log_refusal(log, self.request.method, self.request.path, error)
+            self._abort()
+
+    async def _relay_response(self) -> None:
         exchange, route, service = self.exchange, self.route, self.bridge.port_proxy
         assert exchange is not None and route is not None
         method = self.request.method or "GET"
