@@ -1484,3 +1484,29 @@ async def test_which_requests_take_the_fast_path(
     r = await proxy_fetch("echo", token=token, headers={"Host": "elsewhere.example"})
     assert r.code == 403
     assert handled == ["POST", "GET", "GET"]
+
+
+async def test_a_client_leaving_mid_stream_leaves_nothing_behind(
+    server, backend_port, token, bridge, proxy_fetch
+):
+    # Given a client reading an event stream (one event every 3 s) through the proxy
+    host, port = server[7:].split("/", 1)[0].split(":")
+    path = f"{server_path(server)}lims/proxy/{backend_port}/events?count=5&delay=3"
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-Proxy-Token: {token}\r\n\r\n".encode()
+    )
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    await asyncio.wait_for(reader.readuntil(b"\n\n"), 10)  # the first event
+    assert bridge.port_proxy.sessions  # a body stream is a live session
+    # When it hangs up between two events
+    writer.close()
+    # Then its session ends at once (not at the next event), its half-read upstream
+    # connection is not pooled, and the next request gets a whole, fresh answer
+    for _ in range(50):
+        if not bridge.port_proxy.sessions:
+            break
+        await asyncio.sleep(0.02)
+    assert not bridge.port_proxy.sessions
+    r = await proxy_fetch("bytes", token=token, params={"n": 1000})
+    assert r.code == 200 and len(r.body) == 1000
