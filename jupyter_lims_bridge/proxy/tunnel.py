@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from tornado.iostream import IOStream, StreamClosedError
 
@@ -256,19 +257,7 @@ class Tunnel:
 
     def _relay(self, src: _Side, data: bytes) -> None:
         """``data`` read from ``src``: forward its whole frames to the other end."""
-        if self.closing:
-            return  # the close answer and anything after it: not relayed
-        out, violation = src.scanner.feed(data)
-        if out:
-            src.peer.send(out)
-            if src.up:
-                self.bytes_up += len(out)
-            else:
-                self.bytes_down += len(out)
-        if violation:
-            self._refuse(violation)
-            return
-        self.on_activity()
+        self._forward(data, src.scanner, up=src.up, send=src.peer.send)
 
     def _hung_up(self, src: _Side) -> None:
         """``src`` left: deliver what is on its way to the other end, then hang up
@@ -301,20 +290,15 @@ class Tunnel:
         try:
             while True:
                 data = await src.read_bytes(READ_SIZE, partial=True)
-                if self.closing:
-                    continue  # the close answer and anything after it: not relayed
-                out, violation = scanner.feed(data)
-                if out:
-                    pending = dst.write(out)
-                    if up:
-                        self.bytes_up += len(out)
-                    else:
-                        self.bytes_down += len(out)
-                if violation:
-                    self._refuse(violation)
+                written = self._forward(data, scanner, up=up, send=dst.write)
+                if written is None:
                     continue
-                self.on_activity()
-                if dst.writing() and write_backlog(dst, HIGH_WATER + 1) > HIGH_WATER:
+                pending = written
+                if (
+                    not self.closing
+                    and dst.writing()
+                    and write_backlog(dst, HIGH_WATER + 1) > HIGH_WATER
+                ):
                     await pending  # the reader is behind: stop reading its source
         except StreamClosedError:
             pass
@@ -325,6 +309,29 @@ class Tunnel:
             except (StreamClosedError, asyncio.TimeoutError):
                 pass
         dst.close()
+
+    # -- what both relays do with each read, and closing ------------------------------
+
+    def _forward(
+        self, data: bytes, scanner: FrameScanner, *, up: bool, send: Callable[[bytes], Any]
+    ) -> Any:
+        """Scan ``data`` read from one end and ``send`` its whole frames to the
+        other; what ``send`` returned, or None when nothing was sent."""
+        if self.closing:
+            return None  # the close answer and anything after it: not relayed
+        out, violation = scanner.feed(data)
+        sent = None
+        if out:
+            sent = send(out)
+            if up:
+                self.bytes_up += len(out)
+            else:
+                self.bytes_down += len(out)
+        if violation:
+            self._refuse(violation)
+        else:
+            self.on_activity()
+        return sent
 
     # -- closing, whichever relay runs ----------------------------------------------
 
