@@ -1165,6 +1165,37 @@ async def test_bytes_left_in_the_read_buffer_unpool_the_connection(server, token
     assert json.loads(r)["path"] == "/after"
 
 
+async def test_bytes_after_a_chunked_body_never_reach_the_client(server, token, lenient):
+    # Given a backend whose chunked answer arrives twice in one write, and a
+    # client on one keep-alive connection
+    host, port = server[7:].split("/", 1)[0].split(":")
+    proxy = f"{server_path(server)}lims/proxy/{lenient.port}"
+    reader, writer = await asyncio.open_connection(host, int(port))
+
+    async def ask(path: str) -> tuple[bytes, bytes]:
+        writer.write(
+            f"GET {proxy}/{path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"X-Proxy-Token: {token}\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        if b"chunked" in head.lower():
+            return head, await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 10)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        return head, await asyncio.wait_for(reader.readexactly(length), 10)
+
+    try:
+        # When it asks for that answer, then for another
+        _, first = await ask("double-chunked")
+        head, second = await ask("after")
+        # Then it got the first body, with its framing, and nothing of the copy:
+        # its next answer is the backend's answer to its next request
+        assert first == b"5\r\nfirst\r\n0\r\n\r\n"
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(second)["path"] == "/after"
+    finally:
+        writer.close()
+
+
 async def test_pooled_connections_are_kept_apart_per_caller(
     proxy_fetch, bridge, jp_fetch, backend_port
 ):

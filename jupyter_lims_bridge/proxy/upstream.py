@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -193,6 +194,83 @@ def _alive(stream: IOStream) -> bool:
     # b"" is EOF; unexpected bytes on an idle connection make it unusable too
     del data
     return False
+
+
+#: a chunk-size line: hex digits (at most 2^64), then optional extensions
+#: (whitespace only before an extension, RFC 9112 7.1.1)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\r\n]*)?")
+CHUNK_LINE_LIMIT = 1024
+
+
+class ChunkedScanner:
+    """Where a chunked body ends (RFC 9112 7.1), followed as its bytes pass.
+
+    :meth:`feed` takes each piece as read and answers how many of its bytes
+    belong to the body; ``done`` once the last chunk and the trailer section
+    have passed. Chunk data is skipped whole, never copied; only size lines
+    (at most 1 KiB, hex digits only) and the trailer section (at most 64 KiB)
+    are read. Anything else raises ``ValueError``: the client's parser must
+    end the body exactly where this one does, or the backend could write the
+    start of the client's next response.
+    """
+
+    __slots__ = ("_line", "_remaining", "_state", "_trailer", "done")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self) -> None:
+        self._state = self._SIZE
+        self._remaining = 0  # data bytes of the current chunk still to pass
+        self._line = bytearray()  # a line cut by a piece's end
+        self._trailer = 0  # bytes of trailer section so far
+        self.done = False
+
+    def feed(self, data: bytes | bytearray, end: int) -> int:
+        """How many of ``data[:end]`` belong to the body."""
+        pos = 0
+        while pos < end and not self.done:
+            if self._state == self._DATA:
+                take = min(self._remaining, end - pos)
+                pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._state = self._DATA_END
+                continue
+            pos, line = self._take_line(data, pos, end)
+            if line is None:
+                break  # the rest of the line comes with the next piece
+            if self._state == self._SIZE:
+                match = _CHUNK_SIZE.fullmatch(line)
+                if match is None:
+                    raise ValueError("bad chunk size line")
+                self._remaining = int(match[1], 16)
+                self._state = self._DATA if self._remaining else self._TRAILER
+            elif self._state == self._DATA_END:
+                if line:
+                    raise ValueError("chunk data longer than its size")
+                self._state = self._SIZE
+            else:  # trailer fields, then the empty line that ends the body
+                self._trailer += len(line) + 2
+                if self._trailer > HEAD_LIMIT:
+                    raise ValueError("trailer section too large")
+                self.done = not line
+        return pos
+
+    def _take_line(self, data: bytes | bytearray, pos: int, end: int) -> tuple[int, bytes | None]:
+        newline = data.find(b"\n", pos, end)
+        stop = end if newline < 0 else newline + 1
+        self._line += data[pos:stop]
+        if len(self._line) > CHUNK_LINE_LIMIT and self._state != self._TRAILER:
+            raise ValueError("chunk size line too long")
+        if len(self._line) > HEAD_LIMIT:
+            raise ValueError("trailer line too long")
+        if newline < 0:
+            return stop, None
+        line = bytes(self._line)
+        self._line.clear()
+        if not line.endswith(b"\r\n"):
+            raise ValueError("chunk line not ended by CRLF")
+        return stop, line[:-2]
 
 
 class UpstreamExchange:
@@ -385,6 +463,11 @@ class UpstreamExchange:
         try:
             if framing == "length":
                 await self._relay_exact(int(self._headers["Content-Length"]), write)
+            elif framing == "chunked" and pass_chunked:
+                # the backend's bytes as they came, in big reads; the scanner
+                # only finds where the body ends
+                if not await self._relay_chunked(write):
+                    reusable = False  # bytes followed the body: the connection is spent
             elif framing == "chunked":
                 while True:
                     line = await stream.read_until(b"\r\n", max_bytes=1024)
@@ -441,6 +524,30 @@ class UpstreamExchange:
             raise
         else:
             self.pool.give_buffers(bufs)
+
+    async def _relay_chunked(self, write: Callable[[Any], Awaitable[None]]) -> bool:
+        """Relay a chunked body with its framing as it came; whether it ended
+        exactly at the end of what was read (nothing after it)."""
+        stream = self.stream
+        assert stream is not None
+        scanner = ChunkedScanner()
+        bufs = self.pool.take_buffers()
+        i = 0
+        pending: Awaitable[None] | None = None
+        clean = True
+        while not scanner.done:
+            view = bufs[i]
+            n = await stream.read_into(view, partial=True)
+            used = scanner.feed(view.obj, n)  # type: ignore[arg-type]
+            clean = used == n
+            if pending is not None:
+                await pending  # the other buffer is free again
+            pending = write(view[:used])
+            i ^= 1
+        if pending is not None:
+            await pending
+        self.pool.give_buffers(bufs)
+        return clean
 
     async def _relay_until_close(self, write: Callable[[Any], Awaitable[None]]) -> None:
         stream = self.stream
@@ -735,6 +842,7 @@ __all__ = [
     "CHUNK",
     "FAST_PATH",
     "BackendUnavailable",
+    "ChunkedScanner",
     "NotDetachable",
     "Route",
     "UpstreamExchange",

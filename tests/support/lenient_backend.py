@@ -12,6 +12,7 @@ parses is recorded in ``requests`` (method, path, headers).
 - ``HEAD /head-with-body``: the head *and* a body (a broken but real backend)
 - ``POST|PUT /<anything>``: answers at once, before reading the body
 - ``GET /double``: its answer twice, in one write
+- ``GET /double-chunked``: a chunked answer twice, in one write
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def do_GET(self) -> None:
+        if self.path.startswith("/double-chunked"):
+            self.server.requests.append((self.command, self.path, {}))  # type: ignore[attr-defined]
+            answer = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n"
+            )
+            self.wfile.write(answer + answer.replace(b"first", b"extra"))
+            return
         if self.path.startswith("/double"):
             # the answer twice in one write: the second copy is already in the
             # proxy's read buffer when it has read the first
