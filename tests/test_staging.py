@@ -667,6 +667,32 @@ async def test_a_big_existing_file_is_verified_by_a_job_and_nothing_is_fetched(
     assert leftovers(data_dir) == ["other.bin", "same.bin"]
 
 
+async def test_a_job_that_ends_before_apply_answers_is_still_answered_as_queued(
+    server, make_stager, data_dir, root, monkeypatch
+):
+    # Given a worker that runs each job to its end the moment it is handed over
+    # (what a busy machine's thread scheduling can do with a quick check)
+    class Inline:
+        def submit(self, fn, *args):
+            fn(*args)
+
+        def shutdown(self, **kwargs):
+            return None
+
+    monkeypatch.setattr(staging.stager, "INLINE_VERIFY_BYTES", 1024)
+    data_dir.mkdir(parents=True)
+    (data_dir / "other.bin").write_bytes(bytes(reversed(CONTENT)))
+    stager = make_stager()
+    stager._executor = Inline()
+    item = DataItem("other.bin", url=server.add("other.bin", CONTENT), sha256=SHA)
+    # When the entry is opened and the checking job has failed (a conflict) already
+    [answer] = await stage(stager, data_dir, root, item)
+    # Then the answer is the queued job, not a refusal; the job tells the rest
+    assert answer["status"] == "queued" and "reason" not in answer
+    job = await finished(stager, answer["job"])
+    assert (job["state"], job["reason"]) == ("failed", "conflict")
+
+
 PREFIXES = ["https://lims.example.org/files/", "https://lims.example.org/api/v1"]
 
 

@@ -171,8 +171,7 @@ class DataStager:
         )
         self._jobs[job.id] = job
         self._forget_old_jobs()
-        self._submit(job)
-        if job.state == FAILED:  # refused at once: the server is shutting down
+        if not self._submit(job):  # refused at once: the server is shutting down
             return {**result, "status": FAILED, "reason": job.reason, "job": job.id}
         # the worker may already run it; from the caller's view it was just queued
         return {**result, "status": QUEUED, "job": job.id}
@@ -234,11 +233,15 @@ class DataStager:
         self._submit(job)
         return job
 
-    def _submit(self, job: Job) -> None:
+    def _submit(self, job: Job) -> bool:
+        """Hand ``job`` to a worker; False when refused (the server is stopping).
+
+        (A worker may finish a quick job before this returns: its state is no
+        sign of a refusal.)"""
         if self._stopping.is_set():
             job.state, job.reason = FAILED, "download_failed"
             job.message = "The server is shutting down."
-            return
+            return False
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 max_workers=self.max_concurrent, thread_name_prefix="lims-staging"
@@ -248,6 +251,7 @@ class DataStager:
         with self._lock:
             self._active[job.target] = job
         self._executor.submit(self._run, job)
+        return True
 
     def _forget_old_jobs(self) -> None:
         finished = [j for j in self._jobs.values() if not j.active]
