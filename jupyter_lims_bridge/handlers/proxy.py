@@ -25,7 +25,6 @@ from ..errors import LimsError
 from ..proxy import headers as hdr
 from ..proxy import upstream
 from ..proxy.access import Caller, Presented
-from ..proxy.services import ServiceUnavailable
 from .base import AUTH_RESOURCE_PROXY, BridgeMixin, write_json_error
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -104,9 +103,8 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
             location = prefix + "/" + (f"?{request.query}" if request.query else "")
             self._early = lambda: self.redirect(location)
             return
-        self.route, self.exchange = await connect(
+        self.route, self.exchange = await service.connect(
             request,
-            service,
             port_text,
             target,
             self.caller,
@@ -219,36 +217,3 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
 
 class AbsoluteProxyHandler(ProxyHandler):
     absolute = True
-
-
-async def connect(
-    request: httputil.HTTPServerRequest,
-    service: Any,
-    port_text: str,
-    target: int | str,
-    caller: Caller,
-    client: str,
-    *,
-    base_url: str,
-    absolute: bool,
-    websocket: bool = False,
-) -> tuple[upstream.Route, upstream.UpstreamExchange]:
-    """For a request let in (``caller``): its route, and the upstream exchange
-    with its head written; a :class:`LimsError` when the backend cannot be
-    reached or the request's framing is refused (both handler and fast path)."""
-    name = "proxy_absolute" if absolute else "proxy"
-    prefix = urls.url_for(name, base_url, port=port_text)
-    try:  # a named service is launched on its first request (proxy/services.py)
-        port, service_name = await service.resolve(target)
-    except ServiceUnavailable:
-        raise LimsError("backend_unavailable", "The service could not be started.") from None
-    route = upstream.Route(port, prefix, absolute, caller, service_name)
-    try:
-        exchange = await upstream.open_exchange(
-            request, service, route, websocket=websocket, client=client
-        )
-    except hdr.BadFraming as e:  # refused before anything reached the backend
-        raise LimsError("bad_request", str(e)) from None
-    except upstream.BackendUnavailable:
-        raise LimsError("backend_unavailable") from None
-    return route, exchange

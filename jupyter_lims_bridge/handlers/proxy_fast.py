@@ -35,7 +35,6 @@ from ..proxy import headers as hdr
 from ..proxy import upstream
 from ..proxy.access import Presented
 from .base import error_json, log_refusal
-from .proxy import connect
 
 if TYPE_CHECKING:
     from ..app import LimsBridge
@@ -121,9 +120,8 @@ class FastExchange(httputil.HTTPMessageDelegate):
         presented = Presented(token=request.headers.get(hdr.TOKEN_HEADER), client=client)
         target = int(self.port) if self.port.isdigit() else self.port  # a port or a service
         caller = await self.bridge.proxy_access.admit(target, presented)
-        self.route, self.exchange = await connect(
+        self.route, self.exchange = await service.connect(
             request,
-            service,
             self.port,
             target,
             caller,

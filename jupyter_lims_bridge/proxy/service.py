@@ -30,9 +30,11 @@ from tornado.iostream import IOStream
 
 from .. import events
 from ..errors import LimsError
-from .headers import format_head
+from ..urls import url_for
+from .headers import BadFraming, format_head
+from .services import ServiceUnavailable
 from .tunnel import Tunnel
-from .upstream import Route, UpstreamPool
+from .upstream import BackendUnavailable, Route, UpstreamExchange, UpstreamPool, open_exchange
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +150,36 @@ class ProxyService:
         if isinstance(target, str):
             return self.services is not None and target in self.services.allowed
         return target in self.ports
+
+    async def connect(
+        self,
+        request: httputil.HTTPServerRequest,
+        port_text: str,
+        target: int | str,
+        caller: Any,
+        client: str,
+        *,
+        base_url: str,
+        absolute: bool,
+        websocket: bool = False,
+    ) -> tuple[Route, UpstreamExchange]:
+        """For a request let in (``caller``, access.Access.admit): its route, and
+        the upstream exchange with the request head written. A
+        :class:`LimsError` when the backend cannot be reached or started, or the
+        request's body framing is refused (before anything reached the backend)."""
+        prefix = url_for("proxy_absolute" if absolute else "proxy", base_url, port=port_text)
+        try:  # a named service is launched on its first request (services.py)
+            port, service_name = await self.resolve(target)
+        except ServiceUnavailable:
+            raise LimsError("backend_unavailable", "The service could not be started.") from None
+        route = Route(port, prefix, absolute, caller, service_name)
+        try:
+            exchange = await open_exchange(request, self, route, websocket=websocket, client=client)
+        except BadFraming as e:
+            raise LimsError("bad_request", str(e)) from None
+        except BackendUnavailable:
+            raise LimsError("backend_unavailable") from None
+        return route, exchange
 
     async def resolve(self, target: int | str) -> tuple[int, str | None]:
         """The port to relay to, and the named service it belongs to; a service
