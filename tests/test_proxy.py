@@ -1541,3 +1541,32 @@ async def test_a_client_leaving_mid_stream_leaves_nothing_behind(
     assert not bridge.port_proxy.sessions
     r = await proxy_fetch("bytes", token=token, params={"n": 1000})
     assert r.code == 200 and len(r.body) == 1000
+
+
+async def test_an_http10_keep_alive_client_finds_the_end_of_every_body(server, backend_port, token):
+    host, port = server[7:].split("/", 1)[0].split(":")
+    proxy = f"{server_path(server)}lims/proxy/{backend_port}"
+
+    def ask(path: str) -> bytes:
+        return (
+            f"GET {proxy}/{path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+            f"Connection: keep-alive\r\nX-Proxy-Token: {token}\r\n\r\n"
+        ).encode()
+
+    # Given an HTTP/1.0 client that asks to keep its connection
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        # When a body comes with a length, the connection is kept
+        writer.write(ask("bytes?n=1000"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert b"keep-alive" in head.lower()
+        assert len(await asyncio.wait_for(reader.readexactly(1000), 10)) == 1000
+        # and when one comes without (chunked upstream: a 1.0 client cannot take
+        # chunks), it ends where the connection closes, instead of never
+        writer.write(ask("chunked?n=100000"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert b"content-length" not in head.lower() and b"chunked" not in head.lower()
+        body = await asyncio.wait_for(reader.read(), 10)
+        assert len(body) == 100_000
+    finally:
+        writer.close()

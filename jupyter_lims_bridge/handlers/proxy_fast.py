@@ -182,6 +182,7 @@ class FastExchange(httputil.HTTPMessageDelegate):
             self._finish()
             return
         self._go_live()  # a stream may run for hours
+        upstream.close_after_unframed_body(self.request, headers)
         connection.write_headers(line, headers)
         if pass_chunked:
             upstream.pass_chunked_through(connection)

@@ -14,7 +14,9 @@ Tornado internals, used only here (tested with tornado 6.5/6.6, ``FAST_PATH``):
 a websocket's two sockets are taken from their ``IOStream``s with what tornado
 had buffered (``detach_socket``: ``_read_buffer``, ``_state``); the response head is handed to tornado as a prepared ``HTTPHeaders``
 (``RequestHandler._headers``); chunked framing from the backend is passed
-through untouched (``HTTP1Connection._chunking_output``); an upload is read in
+through untouched (``HTTP1Connection._chunking_output``); an HTTP/1.0 client's
+connection is closed after a body without length
+(``HTTP1Connection._disconnect_on_finish``); an upload is read in
 relay-sized pieces (``HTTP1Connection.params.chunk_size``); the pending size of
 a stream's buffers is read from ``_write_buffer_size``/``_read_buffer_size``.
 With any other version the plain path de-chunks and lets tornado re-chunk,
@@ -683,6 +685,17 @@ def pass_chunked_through(connection: Any) -> None:
     connection._chunking_output = False
 
 
+def close_after_unframed_body(request: Any, headers: httputil.HTTPHeaders) -> None:
+    """Before a streamed head goes out: an HTTP/1.0 client finds the end of a
+    body without ``Content-Length`` only where the connection closes, and
+    tornado keeps a 1.0 keep-alive connection open whatever the body's framing
+    (the client would wait forever). The request's ``Connection`` header is
+    what tornado answers ``Keep-Alive`` from."""
+    if FAST_PATH and request.version == "HTTP/1.0" and "Content-Length" not in headers:
+        request.connection._disconnect_on_finish = True
+        request.headers["Connection"] = "close"
+
+
 class Route:
     """Where one let-in request goes: ``port``, the URL ``prefix`` it came
     under (``absolute``: the backend sees the full path), ``caller``
@@ -817,6 +830,7 @@ async def respond(
         return
     connection = request.connection
     on_stream()
+    close_after_unframed_body(request, headers)
     try:
         await handler.flush()
     except StreamClosedError:
@@ -849,6 +863,7 @@ __all__ = [
     "UpstreamPool",
     "accept_streamed_body",
     "can_pass_chunked",
+    "close_after_unframed_body",
     "detach_socket",
     "detachable",
     "open_exchange",
