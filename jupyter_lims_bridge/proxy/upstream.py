@@ -216,7 +216,9 @@ class ChunkedScanner:
     start of the client's next response.
     """
 
-    __slots__ = ("_line", "_remaining", "_state", "_trailer", "done")
+    __slots__ = ("_line", "_remaining", "_state", "_trailer", "clean", "done")
+
+    until_close = False
 
     _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
@@ -226,6 +228,17 @@ class ChunkedScanner:
         self._line = bytearray()  # a line cut by a piece's end
         self._trailer = 0  # bytes of trailer section so far
         self.done = False
+        #: whether the body ended exactly where a piece ended (nothing after it)
+        self.clean = True
+
+    def want(self) -> int:
+        return CHUNK
+
+    def take(self, data: bytearray, n: int) -> int:
+        """:meth:`feed`, remembering whether bytes followed the body."""
+        used = self.feed(data, n)
+        self.clean = used == n
+        return used
 
     def feed(self, data: bytes | bytearray, end: int) -> int:
         """How many of ``data[:end]`` belong to the body."""
@@ -273,6 +286,39 @@ class ChunkedScanner:
         if not line.endswith(b"\r\n"):
             raise ValueError("chunk line not ended by CRLF")
         return stop, line[:-2]
+
+
+class _Exact:
+    """A body of ``remaining`` bytes (Content-Length, or one chunk's data)."""
+
+    until_close = False
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+
+    @property
+    def done(self) -> bool:
+        return self.remaining <= 0
+
+    def want(self) -> int:
+        return min(CHUNK, self.remaining)
+
+    def take(self, data: bytearray, n: int) -> int:
+        self.remaining -= n
+        return n
+
+
+class _UntilClose:
+    """A body that ends where the backend closes the connection."""
+
+    until_close = True
+    done = False
+
+    def want(self) -> int:
+        return CHUNK
+
+    def take(self, data: bytearray, n: int) -> int:
+        return n
 
 
 class UpstreamExchange:
@@ -507,41 +553,37 @@ class UpstreamExchange:
             # small bodies: one read from tornado's buffer, no relay buffers
             await write(await stream.read_bytes(remaining))
             return
-        bufs = self.pool.take_buffers()
-        i = 0
-        pending: Awaitable[None] | None = None
-        try:
-            while remaining > 0:
-                view = bufs[i]
-                n = await stream.read_into(view[: min(CHUNK, remaining)], partial=True)
-                remaining -= n
-                if pending is not None:
-                    await pending  # the other buffer is free again
-                pending = write(view[:n])
-                i ^= 1
-            if pending is not None:
-                await pending
-        except BaseException:
-            # a write may still reference a buffer: never hand it out again
-            raise
-        else:
-            self.pool.give_buffers(bufs)
+        await self._pump(_Exact(remaining), write)
 
     async def _relay_chunked(self, write: Callable[[Any], Awaitable[None]]) -> bool:
         """Relay a chunked body with its framing as it came; whether it ended
         exactly at the end of what was read (nothing after it)."""
+        scanner = ChunkedScanner()
+        await self._pump(scanner, write)
+        return scanner.clean
+
+    async def _relay_until_close(self, write: Callable[[Any], Awaitable[None]]) -> None:
+        await self._pump(_UntilClose(), write)
+
+    async def _pump(self, body: Any, write: Callable[[Any], Awaitable[None]]) -> None:
+        """Copy ``body``'s bytes (its ``want()``, ``take()``, ``done``) to ``write``
+        through the two relay buffers: the next read fills one while the other
+        is being flushed. A buffer goes back to the pool only after a clean
+        end: a failed write may still reference it."""
         stream = self.stream
         assert stream is not None
-        scanner = ChunkedScanner()
         bufs = self.pool.take_buffers()
         i = 0
         pending: Awaitable[None] | None = None
-        clean = True
-        while not scanner.done:
+        while not body.done:
             view = bufs[i]
-            n = await stream.read_into(view, partial=True)
-            used = scanner.feed(view.obj, n)  # type: ignore[arg-type]
-            clean = used == n
+            try:
+                n = await stream.read_into(view[: body.want()], partial=True)
+            except StreamClosedError as e:
+                if body.until_close and e.real_error is None:
+                    break  # a clean EOF ends the body
+                raise
+            used = body.take(view.obj, n)
             if pending is not None:
                 await pending  # the other buffer is free again
             pending = write(view[:used])
@@ -549,28 +591,6 @@ class UpstreamExchange:
         if pending is not None:
             await pending
         self.pool.give_buffers(bufs)
-        return clean
-
-    async def _relay_until_close(self, write: Callable[[Any], Awaitable[None]]) -> None:
-        stream = self.stream
-        assert stream is not None
-        # not returned to the pool: simpler than tracking a failed last write
-        bufs = self.pool.take_buffers()
-        i = 0
-        pending: Awaitable[None] | None = None
-        while True:
-            try:
-                n = await stream.read_into(bufs[i], partial=True)
-            except StreamClosedError as e:
-                if e.real_error is None:
-                    break  # a clean EOF ends the body
-                raise
-            if pending is not None:
-                await pending
-            pending = write(bufs[i][:n])
-            i ^= 1
-        if pending is not None:
-            await pending
 
     def take_stream(self) -> IOStream:
         """The upstream connection, for good (a websocket tunnel): never pooled."""
