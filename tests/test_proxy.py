@@ -104,6 +104,12 @@ def reason(response) -> str:
     return json.loads(response.body)["reason"]
 
 
+def server_address(server: str) -> tuple[str, int]:
+    """Host and port of a ``server`` URL, for raw clients."""
+    host, port = server[7:].split("/", 1)[0].split(":")
+    return host, int(port)
+
+
 def server_path(server: str) -> str:
     """The base URL's path (``/a%40b/``) of a ``server`` URL, for raw request lines."""
     return "/" + server.split("/", 3)[3]
@@ -1168,9 +1174,9 @@ async def test_bytes_left_in_the_read_buffer_unpool_the_connection(server, token
 async def test_bytes_after_a_chunked_body_never_reach_the_client(server, token, lenient):
     # Given a backend whose chunked answer arrives twice in one write, and a
     # client on one keep-alive connection
-    host, port = server[7:].split("/", 1)[0].split(":")
+    host, port = server_address(server)
     proxy = f"{server_path(server)}lims/proxy/{lenient.port}"
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer = await asyncio.open_connection(host, port)
 
     async def ask(path: str) -> tuple[bytes, bytes]:
         writer.write(
@@ -1434,8 +1440,8 @@ async def test_websocket_bytes_sent_with_the_handshakes_are_relayed(server, toke
 
     listener = await asyncio.start_server(backend, "127.0.0.1", closed_port)
     try:
-        host, port = server[7:].split("/", 1)[0].split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+        host, port = server_address(server)
+        reader, writer = await asyncio.open_connection(host, port)
         path = f"/{server.split('/', 3)[3]}lims/proxy/{closed_port}/ws"
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -1521,9 +1527,9 @@ async def test_a_client_leaving_mid_stream_leaves_nothing_behind(
     server, backend_port, token, bridge, proxy_fetch
 ):
     # Given a client reading an event stream (one event every 3 s) through the proxy
-    host, port = server[7:].split("/", 1)[0].split(":")
+    host, port = server_address(server)
     path = f"{server_path(server)}lims/proxy/{backend_port}/events?count=5&delay=3"
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer = await asyncio.open_connection(host, port)
     writer.write(
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nX-Proxy-Token: {token}\r\n\r\n".encode()
     )
@@ -1544,7 +1550,7 @@ async def test_a_client_leaving_mid_stream_leaves_nothing_behind(
 
 
 async def test_an_http10_keep_alive_client_finds_the_end_of_every_body(server, backend_port, token):
-    host, port = server[7:].split("/", 1)[0].split(":")
+    host, port = server_address(server)
     proxy = f"{server_path(server)}lims/proxy/{backend_port}"
 
     def ask(path: str) -> bytes:
@@ -1554,7 +1560,7 @@ async def test_an_http10_keep_alive_client_finds_the_end_of_every_body(server, b
         ).encode()
 
     # Given an HTTP/1.0 client that asks to keep its connection
-    reader, writer = await asyncio.open_connection(host, int(port))
+    reader, writer = await asyncio.open_connection(host, port)
     try:
         # When a body comes with a length, the connection is kept
         writer.write(ask("bytes?n=1000"))

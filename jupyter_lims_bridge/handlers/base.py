@@ -47,22 +47,40 @@ def error_json(status_code: int, error: BaseException | None) -> tuple[int, dict
     return status_code, {"message": "Unhandled error", "reason": None}
 
 
+def json_error(
+    status_code: int,
+    error: BaseException | None,
+    *,
+    cors_origin: str | None = None,
+    close: bool = False,
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of the JSON error for ``error`` (see
+    :func:`error_json`), readable cross-origin by ``cors_origin`` when one is
+    given; ``close`` when the request's body was left unread."""
+    status, body = error_json(status_code, error)
+    headers = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+    if close:
+        headers["Connection"] = "close"
+    if cors_origin:
+        headers["Access-Control-Allow-Origin"] = cors_origin
+        headers["Vary"] = "Origin"
+    return status, headers, json.dumps(body).encode()
+
+
 def write_json_error(
     handler: Any, status_code: int, exc_info: Any, *, cors_origin: str | None = None
 ) -> None:
-    """Finish ``handler`` with the JSON error for ``exc_info`` (see :func:`error_json`),
-    readable cross-origin by ``cors_origin`` when one is given."""
-    error = exc_info[1] if exc_info else None
-    status, body = error_json(status_code, error)
+    """Finish ``handler`` with the JSON error for ``exc_info`` (:func:`json_error`)."""
+    status, headers, body = json_error(
+        status_code,
+        exc_info[1] if exc_info else None,
+        cors_origin=cors_origin,
+        close=getattr(handler, "body_left_unread", False),
+    )
     handler.set_status(status)
-    handler.set_header("Content-Type", "application/json")
-    handler.set_header("Cache-Control", "no-store")
-    if getattr(handler, "body_left_unread", False):
-        handler.set_header("Connection", "close")
-    if cors_origin:
-        handler.set_header("Access-Control-Allow-Origin", cors_origin)
-        handler.set_header("Vary", "Origin")
-    handler.finish(json.dumps(body))
+    for name, value in headers.items():
+        handler.set_header(name, value)
+    handler.finish(body)
 
 
 class BridgeMixin:

@@ -22,7 +22,6 @@ put a token in a log line or an error.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from http.client import responses
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from ..errors import LimsError
 from ..proxy import headers as hdr
 from ..proxy import upstream
 from ..proxy.access import Presented
-from .base import error_json, log_refusal
+from .base import json_error, log_refusal
 
 if TYPE_CHECKING:
     from ..app import LimsBridge
@@ -235,23 +234,16 @@ class FastExchange(httputil.HTTPMessageDelegate):
 
     def _refuse(self, error: BaseException) -> None:
         """Answer with the JSON error the handler would give, and log it as it would."""
-        status, body = error_json(getattr(error, "status_code", 500), error)
+        status, fields, data = json_error(
+            getattr(error, "status_code", 500), error, cors_origin=self.cors_origin
+        )
         request = self.request
         log_refusal(log, request.method, request.path, error)
         if self.exchange is not None:
             self.exchange.abort()
             self.exchange = None
-        data = json.dumps(body).encode()
-        headers = httputil.HTTPHeaders(
-            {
-                "Content-Type": "application/json",
-                "Cache-Control": "no-store",
-                "Content-Length": str(len(data)),
-            }
-        )
-        if self.cors_origin:
-            headers["Access-Control-Allow-Origin"] = self.cors_origin
-            headers["Vary"] = "Origin"
+        headers = httputil.HTTPHeaders(fields)
+        headers["Content-Length"] = str(len(data))
         line = httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
         try:
             self.connection.write_headers(line, headers, data)
