@@ -41,9 +41,10 @@ from ._version import __version__
 from .claims import ReplayStore, build_verifier
 from .eln_return import ElnReturns
 from .events import register_event_schemas
-from .handlers import default_handlers, fast_routes
+from .handlers import default_handlers, fast_routes, proxy_fast
 from .opener import Opener
 from .proxy.access import Access
+from .proxy.front import Front
 from .proxy.service import MODES, ProxyService
 from .proxy.services import NamedServices, valid_name
 from .proxy_tokens import AttemptLimiter, ProxyTokenStore
@@ -648,6 +649,22 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         if getattr(self, "webhook", None) is not None:
             self.webhook.start()
+        try:
+            http_server = serverapp.http_server
+        except AttributeError:  # a server app started without its own HTTP server
+            return
+        self.install_proxy_front(http_server)
+
+    def install_proxy_front(self, http_server: Any) -> None:
+        """Let the proxy's fast path read new connections to ``http_server``
+        before tornado does (proxy/front.py): a connection stays with the
+        fast path while its requests are ones it takes."""
+        routes = fast_routes(self, self.serverapp.web_app.settings["base_url"])
+        self.proxy_front = Front.install(http_server, proxy_fast.front_route(routes))
+        if self.proxy_front is None:
+            self.log.debug(
+                "lims-bridge: proxy: tornado reads every connection (TLS or untested tornado)"
+            )
 
     def set_proxy_mode(self, mode: str) -> None:
         """The owner's run-time choice of ``proxy_mode``, kept across restarts
@@ -708,6 +725,8 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
             await stager.close()
         if getattr(self, "proxy_tokens", None) is not None:
             self.proxy_tokens.flush()
+        if getattr(self, "proxy_front", None) is not None:
+            self.proxy_front.uninstall()
         if getattr(self, "port_proxy", None) is not None:
             await self.port_proxy.close()
         # last: what the others emit while stopping is still queued for the next start

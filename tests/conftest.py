@@ -211,17 +211,31 @@ def files_under(root: Path) -> dict[str, bytes | str]:
     return snapshot
 
 
-@pytest.fixture(params=["fast", "handler"])
-def proxy_path(request, jp_serverapp, jp_http_port, monkeypatch):
-    """Which of the proxy's two paths a bodyless request with a proxy token takes:
-    ``fast`` (handlers/proxy_fast.py; the test server's Host values taken as
-    already checked, as after their first request) or ``handler`` (the fast
-    path off: handlers/proxy.py has every request)."""
-    service = jp_serverapp.web_app.settings["lims_bridge"].port_proxy
+@pytest.fixture
+def http_server(http_server, jp_serverapp):
+    """pytest-jupyter's HTTP server with the proxy's front (proxy/front.py) in
+    front of its connections, as the bridge puts it in front of Jupyter's own
+    when the server starts: every test's connections pass it."""
+    bridge = jp_serverapp.web_app.settings["lims_bridge"]
+    bridge.install_proxy_front(http_server)
+    yield http_server
+    if bridge.proxy_front is not None:
+        bridge.proxy_front.uninstall()
+
+
+@pytest.fixture(params=["front", "fast", "handler"])
+def proxy_path(request, jp_serverapp, http_server, monkeypatch):
+    """Which of the proxy's paths a bodyless request with a proxy token takes:
+    ``front`` (proxy/front.py: served before tornado's HTTP server reads the
+    connection), ``fast`` (handlers/proxy_fast.py as a tornado route: the
+    front hands every connection to tornado); or
+    ``handler`` (both off: handlers/proxy.py has every request)."""
+    bridge = jp_serverapp.web_app.settings["lims_bridge"]
+    if request.param in ("front", "fast"):
+        assert bridge.proxy_front is not None, "the front is not installed"
     if request.param == "fast":
-        for host in ("127.0.0.1", f"127.0.0.1:{jp_http_port}", f"localhost:{jp_http_port}"):
-            service.host_checks[host] = True
-    else:
+        monkeypatch.setattr(bridge.proxy_front, "route", lambda request: None)
+    if request.param == "handler":
         from jupyter_lims_bridge.handlers import proxy_fast
 
         monkeypatch.setattr(proxy_fast, "takes", lambda *args, **kwargs: False)

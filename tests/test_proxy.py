@@ -1504,12 +1504,24 @@ async def test_which_requests_take_the_fast_path(
         await prepare(self)
 
     monkeypatch.setattr(ProxyHandler, "prepare", counting_prepare)
-    fast = proxy_path == "fast"
+    # and the requests that reached tornado's routing (the front serves others itself)
+    web_app = jp_serverapp.web_app
+    routed = []
+    find_handler = web_app.find_handler
+
+    def counting_find_handler(request, **kwargs):
+        routed.append(request.method)
+        return find_handler(request, **kwargs)
+
+    monkeypatch.setattr(web_app, "find_handler", counting_find_handler)
+    fast = proxy_path in ("front", "fast")
     # When bodyless requests carry a proxy token: the fast path has them
     assert (await proxy_fetch("echo", token=token)).code == 200
     assert (await proxy_fetch("echo", token=token, method="DELETE")).code == 200
     assert (await proxy_fetch("echo", token="jlb_wrong")).code == 401  # refused there too
     assert handled == ([] if fast else ["GET", "DELETE", "GET"])
+    # (the front's before tornado reads the connection at all)
+    assert routed == ([] if proxy_path == "front" else ["GET", "DELETE", "GET"])
     handled.clear()
     # and the handler has a body, the owner's session, and a Host not checked yet
     r = await proxy_fetch("echo", token=token, method="POST", body=b"x")

@@ -1,11 +1,13 @@
 """The port proxy's fast path: a proxied request below tornado's ``RequestHandler``.
 
 Owns: which requests take it (:func:`takes`: a bodyless request that carries
-a proxy token, or any in mode ``open``, to a Host already checked), and their
-whole exchange as an ``HTTPMessageDelegate`` on tornado's HTTP/1.1
-connection. Everything else (the owner's session, a body to stream, a
-websocket handshake, a CORS preflight, the slash redirect, a Host seen for
-the first time) falls through to :mod:`.proxy`'s handler, untouched.
+a proxy token, or any in mode ``open``, to a Host that Jupyter's
+DNS-rebinding guard lets in), and their whole exchange as an
+``HTTPMessageDelegate``, on tornado's HTTP/1.1 connection (a route in front
+of the application's) or on the connection-level front (proxy/front.py,
+:func:`front_route`). Everything else (the owner's session, a body to stream,
+a websocket handshake, a CORS preflight, the slash redirect, a refused Host)
+falls through to :mod:`.proxy`'s handler, untouched.
 
 Why: on small GETs, tornado's ``RequestHandler`` machinery (its construction,
 ``_execute``, ``finish`` and ``flush``) cost the proxying server as much as
@@ -23,17 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from http.client import responses
 from typing import TYPE_CHECKING, Any
 
 from tornado import httputil
-from tornado.routing import Router
+from tornado.routing import PathMatches, Router
 
 from ..errors import LimsError
 from ..proxy import headers as hdr
 from ..proxy import upstream
 from ..proxy.access import Presented
 from .base import json_error, log_refusal
+from .proxy import AbsoluteProxyHandler, ProxyHandler
 
 if TYPE_CHECKING:
     from ..app import LimsBridge
@@ -44,8 +48,15 @@ log = logging.getLogger("ServerApp")
 _METHODS = frozenset({"GET", "HEAD", "DELETE", "POST", "PUT", "PATCH"})
 
 
-def takes(request: httputil.HTTPServerRequest, service: Any, *, bare: bool) -> bool:
-    """Whether ``request`` takes the fast path (else the handler has it)."""
+def takes(
+    request: httputil.HTTPServerRequest,
+    service: Any,
+    *,
+    bare: bool,
+    host_allowed: Callable[[], bool],
+) -> bool:
+    """Whether ``request`` takes the fast path (else the handler has it).
+    ``host_allowed``: Jupyter's DNS-rebinding guard passes its Host (asked last)."""
     headers = request.headers
     return (
         (hdr.TOKEN_HEADER in headers or service.mode == "open")
@@ -54,8 +65,7 @@ def takes(request: httputil.HTTPServerRequest, service: Any, *, bare: bool) -> b
         and "Content-Length" not in headers
         and "Transfer-Encoding" not in headers
         and "Upgrade" not in headers
-        # the handler asks Jupyter's DNS-rebinding guard the first time
-        and service.host_checks.get(request.host) is True
+        and host_allowed()  # a refused Host: the handler answers it
     )
 
 
@@ -72,11 +82,44 @@ class FastRoute(Router):
     ) -> httputil.HTTPMessageDelegate | None:
         path = kwargs.get("path_kwargs") or {}
         bare = not self.absolute and not path.get("proxied_path")
-        if not takes(request, self.bridge.port_proxy, bare=bare):
+        service = self.bridge.port_proxy
+
+        def check_host() -> bool:
+            # asked of the handler that would have the request (it is never run)
+            handler_class = AbsoluteProxyHandler if self.absolute else ProxyHandler
+            web_app = self.bridge.serverapp.web_app
+            handler = handler_class(web_app, request, name=self.bridge.name)
+            request.connection.set_close_callback(None)  # its own, set by tornado
+            return bool(handler.check_host())
+
+        def host_allowed() -> bool:
+            return service.host_allowed(request.host, check_host)  # once per Host value
+
+        if not takes(request, service, bare=bare, host_allowed=host_allowed):
             return None
         # (tornado hands a Router its path parameters as bytes; the port pattern is ASCII)
         port = path["port"].decode("ascii")
         return FastExchange(self.bridge, request, port, absolute=self.absolute)
+
+
+def front_route(
+    routes: list[tuple[str, FastRoute]],
+) -> Callable[[httputil.HTTPServerRequest], httputil.HTTPMessageDelegate | None]:
+    """``routes`` (``handlers.fast_routes``) as the route of the connection-level
+    front (proxy/front.py): matched on the request's path as tornado's rules
+    match it, in the same order, each :class:`FastRoute` deciding as in tornado."""
+    matchers = [(PathMatches(pattern), fast) for pattern, fast in routes]
+
+    def route(request: httputil.HTTPServerRequest) -> httputil.HTTPMessageDelegate | None:
+        for matcher, fast in matchers:
+            matched = matcher.match(request)
+            if matched is not None:
+                delegate = fast.find_handler(request, **matched)
+                if delegate is not None:
+                    return delegate
+        return None
+
+    return route
 
 
 class FastExchange(httputil.HTTPMessageDelegate):
@@ -252,4 +295,4 @@ class FastExchange(httputil.HTTPMessageDelegate):
             self._closed()
 
 
-__all__ = ["FastExchange", "FastRoute", "takes"]
+__all__ = ["FastExchange", "FastRoute", "front_route", "takes"]
