@@ -2,7 +2,8 @@
 
 Thin: tells ``proxy.access.Access.admit`` (the one decision who may pass)
 what the client presented, answers CORS preflights, and wires tornado's
-request and connection to :mod:`jupyter_lims_bridge.proxy`, which relays.
+request and connection to :mod:`jupyter_lims_bridge.proxy`, which relays
+(``ProxyService.connect`` opens the exchange, ``relay.Relay`` answers).
 
 Must not: decide who may pass itself, forward a credential of the user's
 (headers.py filters), reach into tornado internals (upstream.py holds them),
@@ -23,8 +24,8 @@ from tornado import httputil, web
 from .. import urls
 from ..errors import LimsError
 from ..proxy import headers as hdr
-from ..proxy import upstream
 from ..proxy.access import Caller, Presented
+from ..proxy.relay import Relay
 from .base import AUTH_RESOURCE_PROXY, BridgeMixin, write_json_error
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -39,7 +40,7 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
     absolute = False
     caller = Caller("none")
     cors_origin: str | None = None
-    exchange: upstream.UpstreamExchange | None = None
+    relay: Relay | None = None
     #: an answer decided in prepare, given by the method (a refusal, or a callable)
     _early: BaseException | Callable[[], None] | None = None
     _live: Any = None
@@ -103,7 +104,7 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
             location = prefix + "/" + (f"?{request.query}" if request.query else "")
             self._early = lambda: self.redirect(location)
             return
-        self.route, self.exchange = await service.connect(
+        route, exchange = await service.connect(
             request,
             port_text,
             target,
@@ -113,7 +114,8 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
             absolute=self.absolute,
             websocket=self.upgrade,
         )
-        if self.exchange.has_body:
+        self.relay = Relay(service, route, exchange)
+        if exchange.has_body:
             self._go_live()  # an upload may run for hours too
 
     def _preflight(self) -> None:
@@ -141,7 +143,7 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
         if self._live is None:
             c = self.caller
             self._live = self.bridge.port_proxy.session_opened(
-                self.route.target, c.via, c.token_id, "stream", self._abort
+                self.relay.route.target, c.via, c.token_id, "stream", self._abort
             )
 
     def _abort(self) -> None:
@@ -149,20 +151,20 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
         self.request.connection.stream.close()  # type: ignore[union-attr]
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        if self.exchange is None:
+        if self.relay is None:
             return None
         self.bridge.port_proxy.touch_activity(self.settings)
-        return self.exchange.send(chunk)
+        return self.relay.exchange.send(chunk)
 
     def on_connection_close(self) -> None:
         self.bridge.port_proxy.session_closed(self._live)
-        if self.exchange is not None:
-            self.exchange.abort()  # the client left mid-exchange
+        if self.relay is not None:
+            self.relay.exchange.abort()  # the client left mid-exchange
 
     def on_finish(self) -> None:
         self.bridge.port_proxy.session_closed(self._live)
-        if self.exchange is not None:
-            self.exchange.done()
+        if self.relay is not None:
+            self.relay.exchange.done()
 
     @allow_unauthenticated
     async def get(self, port: str, proxied_path: str | None = None) -> None:
@@ -171,43 +173,10 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
             raise early
         if early is not None:
             early()
-            return
-        exchange, service = self.exchange, self.bridge.port_proxy
-        if exchange is None:
-            return
-        exchange.end_body()
-        method = self.request.method or "GET"
-        try:
-            start, up_headers = await exchange.read_head(method)
-        except upstream.BackendUnavailable:
-            raise LimsError("backend_unavailable") from None
-        if start.code == 101:
-            if not self.upgrade:
-                raise LimsError("backend_unavailable", "The backend switched protocols unasked.")
-            settings = self.settings
-            await service.relay_websocket(
-                self.detach(),
-                exchange.take_stream(),
-                start,
-                up_headers,
-                self.route,
-                path=self.request.path,
-                on_activity=lambda: service.touch_activity(settings),
+        elif self.relay is not None:
+            await self.relay.answer(
+                self, websocket=self.upgrade, cors_origin=self.cors_origin, on_stream=self._go_live
             )
-            return
-        try:  # (a refused upgrade: the backend's answer goes to the client as any other)
-            await upstream.respond(
-                self,
-                exchange,
-                start,
-                up_headers,
-                self.route,
-                service,
-                self.cors_origin,
-                on_stream=self._go_live,
-            )
-        except upstream.BackendUnavailable:  # before the head went out
-            raise LimsError("backend_unavailable") from None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         write_json_error(self, status_code, kwargs.get("exc_info"), cors_origin=self.cors_origin)

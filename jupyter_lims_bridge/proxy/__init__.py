@@ -10,6 +10,8 @@ One module per job, each saying what it owns and must not do:
   tornado internal the relay relies on;
 - :mod:`.service`: mode, ports, tokens, live sessions and their sweeper, the
   session events;
+- :mod:`.relay`: one let-in request relayed for the tornado handler, from
+  the exchange ``ProxyService.connect`` opened to the answer;
 - :mod:`.tunnel`: the websocket byte tunnel after the handshake;
 - :mod:`.services`: named services, launched through jupyter-server-proxy.
 
