@@ -3,7 +3,8 @@
 Thin: tells ``proxy.access.Access.admit`` (the one decision who may pass)
 what the client presented, answers CORS preflights, and wires tornado's
 request and connection to :mod:`jupyter_lims_bridge.proxy`, which relays
-(``ProxyService.connect`` opens the exchange, ``relay.Relay`` answers).
+(``ProxyService.connect`` opens the exchange, ``relay.Relay`` carries it
+through: the body up, the answer down, the live session of a stream).
 
 Must not: decide who may pass itself, forward a credential of the user's
 (headers.py filters), reach into tornado internals (upstream.py holds them),
@@ -43,7 +44,6 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
     relay: Relay | None = None
     #: an answer decided in prepare, given by the method (a refusal, or a callable)
     _early: BaseException | Callable[[], None] | None = None
-    _live: Any = None
     request: httputil.HTTPServerRequest
 
     def check_xsrf_cookie(self) -> None:
@@ -114,9 +114,11 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
             absolute=self.absolute,
             websocket=self.upgrade,
         )
-        self.relay = Relay(service, route, exchange)
+        # the sweeper cuts the client's connection once it is no longer admitted
+        stream = request.connection.stream  # type: ignore[union-attr]
+        self.relay = Relay(service, route, exchange, settings=self.settings, cut=stream.close)
         if exchange.has_body:
-            self._go_live()  # an upload may run for hours too
+            self.relay.go_live()  # an upload may run for hours too
 
     def _preflight(self) -> None:
         self.set_status(204)
@@ -138,33 +140,16 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
             # a cookie-authenticated POST must carry _xsrf like any Jupyter API
             JupyterHandler.check_xsrf_cookie(self)
 
-    def _go_live(self) -> None:
-        """Register this body stream, ended once its client is no longer admitted."""
-        if self._live is None:
-            c = self.caller
-            self._live = self.bridge.port_proxy.session_opened(
-                self.relay.route.target, c.via, c.token_id, "stream", self._abort
-            )
-
-    def _abort(self) -> None:
-        self.on_connection_close()
-        self.request.connection.stream.close()  # type: ignore[union-attr]
-
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        if self.relay is None:
-            return None
-        self.bridge.port_proxy.touch_activity(self.settings)
-        return self.relay.exchange.send(chunk)
+        return None if self.relay is None else self.relay.send(chunk)
 
     def on_connection_close(self) -> None:
-        self.bridge.port_proxy.session_closed(self._live)
         if self.relay is not None:
-            self.relay.exchange.abort()  # the client left mid-exchange
+            self.relay.abort()  # the client left mid-exchange
 
     def on_finish(self) -> None:
-        self.bridge.port_proxy.session_closed(self._live)
         if self.relay is not None:
-            self.relay.exchange.done()
+            self.relay.done()
 
     @allow_unauthenticated
     async def get(self, port: str, proxied_path: str | None = None) -> None:
@@ -174,9 +159,7 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
         if early is not None:
             early()
         elif self.relay is not None:
-            await self.relay.answer(
-                self, websocket=self.upgrade, cors_origin=self.cors_origin, on_stream=self._go_live
-            )
+            await self.relay.answer(self, websocket=self.upgrade, cors_origin=self.cors_origin)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         write_json_error(self, status_code, kwargs.get("exc_info"), cors_origin=self.cors_origin)
