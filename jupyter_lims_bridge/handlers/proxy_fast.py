@@ -36,6 +36,7 @@ from ..errors import LimsError
 from ..proxy import headers as hdr
 from ..proxy import upstream
 from ..proxy.access import Presented
+from ..proxy.relay import Relay
 from .base import json_error, log_refusal
 from .proxy import AbsoluteProxyHandler, ProxyHandler
 
@@ -133,10 +134,8 @@ class FastExchange(httputil.HTTPMessageDelegate):
         self.port = port
         self.absolute = absolute
         self.connection: Any = request.connection
-        self.exchange: upstream.UpstreamExchange | None = None
-        self.route: upstream.Route | None = None
+        self.relay: Relay | None = None
         self.cors_origin: str | None = None
-        self._live: Any = None
         self._task: asyncio.Future[None] | None = None
         self._refusal: BaseException | None = None
         self.connection.set_close_callback(self.on_connection_close)
@@ -162,7 +161,7 @@ class FastExchange(httputil.HTTPMessageDelegate):
         presented = Presented(token=request.headers.get(hdr.TOKEN_HEADER), client=client)
         target = int(self.port) if self.port.isdigit() else self.port  # a port or a service
         caller = await self.bridge.proxy_access.admit(target, presented)
-        self.route, self.exchange = await service.connect(
+        route, exchange = await service.connect(
             request,
             self.port,
             target,
@@ -171,6 +170,8 @@ class FastExchange(httputil.HTTPMessageDelegate):
             base_url=self.bridge.serverapp.base_url,
             absolute=self.absolute,
         )
+        settings = self.bridge.serverapp.web_app.settings
+        self.relay = Relay(service, route, exchange, settings=settings, cut=self._cut)
 
     def data_received(self, chunk: bytes) -> None:
         return None  # takes() lets no request with a body in
@@ -180,7 +181,7 @@ class FastExchange(httputil.HTTPMessageDelegate):
         # connection.finish() before reading the next request on the connection
         if self._refusal is not None:
             self._refuse(self._refusal)
-        elif self.exchange is not None:
+        elif self.relay is not None:
             self._task = asyncio.ensure_future(self._respond())
 
     async def _respond(self) -> None:
@@ -188,11 +189,13 @@ class FastExchange(httputil.HTTPMessageDelegate):
             await self._relay_response()
         except Exception as error:  # a bug: never leave the client waiting on it
             log_refusal(log, self.request.method, self.request.path, error)
-            self._abort()
+            self._closed()
+            self._cut()
 
     async def _relay_response(self) -> None:
-        exchange, route, service = self.exchange, self.route, self.bridge.port_proxy
-        assert exchange is not None and route is not None
+        relay = self.relay
+        assert relay is not None
+        exchange, route, service = relay.exchange, relay.route, relay.service
         method = self.request.method or "GET"
         exchange.end_body()
         try:
@@ -212,7 +215,7 @@ class FastExchange(httputil.HTTPMessageDelegate):
         line = httputil.ResponseStartLine(
             "HTTP/1.1", start.code, start.reason or responses.get(start.code, "Unknown")
         )
-        connection, settings = self.connection, self.bridge.serverapp.web_app.settings
+        connection, settings = self.connection, relay.settings
         try:
             small = await exchange.read_small_body()
         except upstream.BackendUnavailable:
@@ -223,7 +226,7 @@ class FastExchange(httputil.HTTPMessageDelegate):
             service.touch_activity(settings)
             self._finish()
             return
-        self._go_live()  # a stream may run for hours
+        relay.go_live()  # a stream may run for hours
         upstream.close_after_unframed_body(self.request, headers)
         connection.write_headers(line, headers)
         if pass_chunked:
@@ -246,22 +249,11 @@ class FastExchange(httputil.HTTPMessageDelegate):
         self._finish()
 
     def _finish(self) -> None:
-        self.bridge.port_proxy.session_closed(self._live)
-        if self.exchange is not None:
-            self.exchange.done()
+        if self.relay is not None:
+            self.relay.done()
         self.connection.finish()
 
-    def _go_live(self) -> None:
-        """Register this body stream, ended once its client is no longer admitted."""
-        route = self.route
-        assert route is not None
-        caller = route.caller
-        self._live = self.bridge.port_proxy.session_opened(
-            route.target, caller.via, caller.token_id, "stream", self._abort
-        )
-
-    def _abort(self) -> None:
-        self._closed()
+    def _cut(self) -> None:
         stream = self.connection.stream
         if stream is not None:
             stream.close()
@@ -270,10 +262,8 @@ class FastExchange(httputil.HTTPMessageDelegate):
         self._closed()
 
     def _closed(self) -> None:
-        self.bridge.port_proxy.session_closed(self._live)
-        self._live = None
-        if self.exchange is not None:
-            self.exchange.abort()  # the client left mid-exchange
+        if self.relay is not None:
+            self.relay.abort()  # the client left mid-exchange
 
     def _refuse(self, error: BaseException) -> None:
         """Answer with the JSON error the handler would give, and log it as it would."""
@@ -282,9 +272,9 @@ class FastExchange(httputil.HTTPMessageDelegate):
         )
         request = self.request
         log_refusal(log, request.method, request.path, error)
-        if self.exchange is not None:
-            self.exchange.abort()
-            self.exchange = None
+        if self.relay is not None:
+            self.relay.abort()
+            self.relay = None
         headers = httputil.HTTPHeaders(fields)
         headers["Content-Length"] = str(len(data))
         line = httputil.ResponseStartLine("HTTP/1.1", status, responses.get(status, "Unknown"))
