@@ -1,19 +1,22 @@
-"""The first look at each connection to Jupyter's port, for the port proxy.
+"""The first look at each request on a connection to Jupyter's port, for the port proxy.
 
-Owns: reading a client connection's request heads for as long as each is one
-that ``route`` takes (the proxy's fast path: a bodyless HTTP/1.1 request
-with a proxy token, see handlers/proxy_fast.py), serving those through the
-delegate ``route`` returns over a lean HTTP/1.1 connection of its own; and
-handing the connection, with every byte it has not served, to tornado's
-``HTTPServer`` at the first request that is anything else. From then on
-tornado has the connection, and nothing of this module touches it again.
+Owns: the request loop of each client connection to Jupyter's HTTP server
+(tornado's ``HTTP1ServerConnection`` loop, in its place): a request head
+that ``route`` takes (the proxy's fast path: a bodyless HTTP/1.1 request with
+a proxy token, see handlers/proxy_fast.py) is served through the delegate
+``route`` returns, over a lean HTTP/1.1 connection of its own; any other
+request is handed to tornado's own ``HTTP1Connection`` with every byte not
+yet read, exactly as tornado's loop would, and the next request on the
+connection is looked at here again. A connection tornado takes for good (a
+websocket) or closes is left to it.
 
 Why: on small proxied requests, tornado's HTTP/1.1 server machinery (its
 header read loop with a timeout future per request, the connection state,
 the routing of the request through every rule of the Jupyter application)
 cost the proxying server as much CPU as the whole relay (bench/proxy.py).
-A connection whose first request is not a proxied one (a browser loading
-JupyterLab) pays one extra look at its first head and is tornado's after it.
+And behind JupyterHub, configurable-http-proxy keeps a pool of connections
+to the user's server that carries every kind of request, one after another:
+the look has to be per request, not per connection.
 
 Safety: a head is read with tornado's own parsers
 (``parse_request_start_line``, ``HTTPHeaders.parse``) so that a request
@@ -24,9 +27,10 @@ Who may pass is decided by the delegate (``Access.admit``), never here.
 
 Tornado internals (6.5/6.6, ``upstream.FAST_PATH``): ``HTTPServer.handle_stream``
 is replaced on the one server instance; bytes read here are handed back
-into the ``IOStream``'s read buffer (``_read_buffer``, ``_read_buffer_size``);
-the request context is tornado's ``_HTTPRequestContext`` (X-Real-Ip and
-X-Forwarded-Proto applied as tornado does with ``xheaders``).
+into the ``IOStream``'s read buffer (``_read_buffer``, ``_read_buffer_size``)
+before tornado reads a request; the request context is tornado's
+``_HTTPRequestContext`` (X-Real-Ip and X-Forwarded-Proto applied as tornado
+does with ``xheaders``).
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tornado import httputil
+from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer, _HTTPRequestContext
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
 from .upstream import FAST_PATH
 
@@ -74,7 +79,7 @@ class Front:
         return front
 
     def uninstall(self) -> None:
-        """New connections go straight to tornado again; open ones are closed."""
+        """New connections go straight to tornado again; the front's are closed."""
         self.server.handle_stream = self._tornado_handle_stream  # type: ignore[method-assign]
         for connection in list(self.connections):
             connection.stream.close()
@@ -86,18 +91,6 @@ class Front:
         connection = FrontConnection(self, stream, address)
         self.connections.add(connection)  # (holds its task while it runs)
         connection.task = asyncio.ensure_future(connection.serve())
-
-    def hand_over(self, connection: FrontConnection, unread: bytearray) -> None:
-        """Give ``connection`` to tornado, ``unread`` first in its read buffer."""
-        self.connections.discard(connection)
-        stream = connection.stream
-        stream.set_close_callback(None)
-        if stream.closed():
-            return
-        if unread:
-            stream._read_buffer[:0] = unread
-            stream._read_buffer_size += len(unread)
-        self._tornado_handle_stream(stream, connection.address)
 
 
 class FrontConnection(httputil.HTTPConnection):
@@ -127,39 +120,57 @@ class FrontConnection(httputil.HTTPConnection):
         stream.set_close_callback(self._on_close)
 
     async def serve(self) -> None:
-        """Serve requests until one is not ours (then hand over) or the client leaves."""
+        """Serve requests until the client leaves or tornado takes the connection."""
         stream = self.stream
         try:
-            while True:
+            while not stream.closed():
                 # where tornado sees the head end (it takes bare LFs too)
                 head_end = _HEAD_END.search(self.buffer)
-                if head_end is None:
-                    if len(self.buffer) > self.front.params.max_header_size:
-                        break  # tornado answers an oversized head
+                if head_end is None and len(self.buffer) <= self.front.params.max_header_size:
                     await self._read()
                     continue
-                if head_end.group() != b"\r\n\r\n":
-                    break  # a bare LF: tornado reads such heads its own way
-                end = head_end.start()
-                taken = self._take(end)
+                taken = None
+                if head_end is not None and head_end.group() == b"\r\n\r\n":
+                    taken = self._take(head_end.start())
                 if taken is None:
-                    break
+                    # anything else (a bare LF, an oversized head too) is tornado's
+                    if not await self._tornado_request():
+                        return
+                    continue
                 request, delegate = taken
-                del self.buffer[: end + 4]
+                del self.buffer[: head_end.end()]
                 await self._exchange(request, delegate)
-                if self._disconnect_on_finish or stream.closed():
+                if self._disconnect_on_finish:
                     stream.close()
-                    self.front.connections.discard(self)
-                    return
         except StreamClosedError:
-            self.front.connections.discard(self)
             return
         except Exception:
             log.exception("lims-bridge: proxy: front connection failed")
-            self.front.connections.discard(self)
             stream.close()
-            return
-        self.front.hand_over(self, self.buffer)
+        finally:
+            self.front.connections.discard(self)
+
+    async def _tornado_request(self) -> bool:
+        """One request read and answered by tornado, as its own loop would;
+        whether the connection is ours again for the next one."""
+        stream, server = self.stream, self.front.server
+        if self.buffer:  # the bytes read here go back, first in tornado's buffer
+            stream._read_buffer[:0] = self.buffer
+            stream._read_buffer_size += len(self.buffer)
+            self.buffer = bytearray()
+        connection = HTTP1Connection(stream, False, self.front.params, self.context)
+        try:
+            keep_alive = await connection.read_response(server.start_request(self, connection))
+        except (StreamClosedError, UnsatisfiableReadError, asyncio.CancelledError):
+            return False
+        except Exception:
+            log.error("Uncaught exception", exc_info=True)
+            connection.close()
+            return False
+        if not keep_alive or stream.closed():  # closed, or taken (a websocket)
+            return False
+        stream.set_close_callback(self._on_close)  # tornado cleared its own
+        return True
 
     async def _read(self) -> None:
         """More of a head; a client silent for tornado's header timeout is closed."""
