@@ -171,7 +171,10 @@ class FastExchange(httputil.HTTPMessageDelegate):
             absolute=self.absolute,
         )
         settings = self.bridge.serverapp.web_app.settings
-        self.relay = Relay(service, route, exchange, settings=settings, cut=self._cut)
+        # (the stream's own close: a bound method of ours would make a reference
+        # cycle per request, left to the cyclic GC, whose full passes stall the server)
+        stream = self.connection.stream
+        self.relay = Relay(service, route, exchange, settings=settings, cut=stream.close)
 
     def data_received(self, chunk: bytes) -> None:
         return None  # takes() lets no request with a body in

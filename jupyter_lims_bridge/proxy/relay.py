@@ -110,11 +110,13 @@ class Relay:
     def abort(self) -> None:
         """The client left mid-exchange: its live session ends, the exchange is dropped."""
         self.service.session_closed(self.live)
+        self.live = None  # (it holds our _end: no cycle left behind)
         self.exchange.abort()
 
     def done(self) -> None:
         """The request is finished: its live session ends, the exchange is done."""
         self.service.session_closed(self.live)
+        self.live = None
         self.exchange.done()
 
 
