@@ -17,7 +17,7 @@ import json
 
 import pytest
 
-from .support.net import free_port, proxy_backend
+from .support.net import free_port, proxy_backend, read_response
 
 
 @pytest.fixture(scope="module")
@@ -71,28 +71,6 @@ def connect(jp_http_port, http_server):
     yield _connect
     for writer in writers:
         writer.close()
-
-
-async def read_response(reader) -> tuple[int, dict[str, str], bytes]:
-    """One whole response (Content-Length or chunked) from ``reader``."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)).strip(), 16)
-            body += await asyncio.wait_for(reader.readexactly(size + 2), 10)
-            body = body[:-2]
-            if size == 0:  # (no trailers: the CRLF read was the end)
-                return status, headers, body
-    length = int(headers.get("content-length", 0))
-    return status, headers, await asyncio.wait_for(reader.readexactly(length), 10)
 
 
 def request(method: str, path: str, *headers: str, body: bytes = b"", eol: str = "\r\n") -> bytes:

@@ -16,6 +16,8 @@ import asyncio
 
 import pytest
 
+from .support.net import read_response
+
 #: every test runs on both of the proxy's paths (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("proxy_path")
 
@@ -32,16 +34,7 @@ async def exchange(reader, writer, request: bytes) -> tuple[int, dict[str, str],
     """Send ``request`` on the open connection; read one whole response."""
     writer.write(request)
     await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", 0))), 10)
-    return status, headers, body
+    return await read_response(reader)
 
 
 def get(path: str, *extra: str) -> bytes:
