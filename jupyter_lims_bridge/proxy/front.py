@@ -50,7 +50,7 @@ from .upstream import FAST_PATH
 
 log = logging.getLogger("ServerApp")
 
-#: the delegate serving a request taken here, or None: tornado has the connection
+#: the delegate serving a request taken here, or None: tornado reads the request
 Route = Callable[[httputil.HTTPServerRequest], "httputil.HTTPMessageDelegate | None"]
 
 _READ = 64 * 1024
@@ -109,7 +109,7 @@ class FrontConnection(httputil.HTTPConnection):
         )
         self.xheaders = server.xheaders
         self.buffer = bytearray()
-        # the exchange in progress (reset by _begin)
+        # the exchange in progress (reset by _exchange)
         self._method = "GET"
         self._close_callback: Callable[[], None] | None = None
         self._done: asyncio.Future[None] | None = None
