@@ -36,7 +36,7 @@ from traitlets import (
     validate,
 )
 
-from . import embed
+from . import embed, urls
 from ._version import __version__
 from .claims import ReplayStore, build_verifier
 from .eln_return import ElnReturns
@@ -659,8 +659,10 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         """Let the proxy's fast path read new connections to ``http_server``
         before tornado does (proxy/front.py): a connection stays with the
         fast path while its requests are ones it takes."""
-        routes = fast_routes(self, self.serverapp.web_app.settings["base_url"])
-        self.proxy_front = Front.install(http_server, proxy_fast.front_route(routes))
+        base_url = self.serverapp.web_app.settings["base_url"]
+        routes = fast_routes(self, base_url)
+        paths = (f"{base_url}{urls.NAMESPACE}/proxy/",)  # (Jupyter's base_url ends with "/")
+        self.proxy_front = Front.install(http_server, proxy_fast.front_route(routes), paths)
         if self.proxy_front is None:
             self.log.debug(
                 "lims-bridge: proxy: tornado reads every connection (TLS or untested tornado)"

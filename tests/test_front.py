@@ -81,8 +81,14 @@ def request(method: str, path: str, *headers: str, body: bytes = b"", eol: str =
 
 
 async def test_pipelined_requests_are_served_in_order_each_by_its_own_path(
-    connect, jp_base_url, backend_port, token, jp_serverapp, routed
+    connect, jp_base_url, backend_port, token, jp_serverapp, routed, front, monkeypatch
 ):
+    # (and the requests the front's route was asked about)
+    asked = []
+    route = front.route
+    monkeypatch.setattr(
+        front, "route", lambda request: asked.append(request.path) or route(request)
+    )
     # Given one connection with two proxied GETs, then Jupyter's own API, then a
     # proxied GET again, all written at once (pipelined)
     reader, writer = await connect()
@@ -103,6 +109,8 @@ async def test_pipelined_requests_are_served_in_order_each_by_its_own_path(
     assert json.loads(answers[3][2])["query"] == "n=3"
     # and tornado read only the API call: the front had the connection again after it
     assert routed == [f"GET {api}"]
+    # (whose headers the front did not parse: not a proxy path)
+    assert asked == [proxied, proxied, proxied]
 
 
 async def test_a_body_goes_to_tornado_with_every_byte_and_the_connection_comes_back(

@@ -2,8 +2,9 @@
 
 Owns: the request loop of each client connection to Jupyter's HTTP server
 (tornado's ``HTTP1ServerConnection`` loop, in its place): a request head
-that ``route`` takes (the proxy's fast path: a bodyless HTTP/1.1 request with
-a proxy token, see handlers/proxy_fast.py) is served through the delegate
+to one of ``paths`` (the proxy's) that ``route`` takes (the proxy's fast
+path: a bodyless HTTP/1.1 request with a proxy token, see
+handlers/proxy_fast.py) is served through the delegate
 ``route`` returns, over a lean HTTP/1.1 connection of its own; any other
 request is handed to tornado's own ``HTTP1Connection`` with every byte not
 yet read, exactly as tornado's loop would, and the next request on the
@@ -61,20 +62,23 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")  # tornado's
 class Front:
     """The door in front of one tornado ``HTTPServer``: see the module docstring."""
 
-    def __init__(self, server: HTTPServer, route: Route) -> None:
+    def __init__(self, server: HTTPServer, route: Route, paths: tuple[str, ...]) -> None:
         self.server = server
         self.route = route
+        self.paths = paths
         self.params = server.conn_params
         self.connections: set[FrontConnection] = set()
         self._tornado_handle_stream = server.handle_stream
 
     @classmethod
-    def install(cls, server: HTTPServer, route: Route) -> Front | None:
+    def install(cls, server: HTTPServer, route: Route, paths: tuple[str, ...]) -> Front | None:
         """Put a door in front of ``server``'s new connections; None where it
-        cannot be (an untested tornado, TLS, keep-alive turned off)."""
+        cannot be (an untested tornado, TLS, keep-alive turned off). ``paths``:
+        the path prefixes ``route`` may take; a request to any other path is
+        tornado's before its headers are parsed here."""
         if not FAST_PATH or server.ssl_options is not None or server.conn_params.no_keep_alive:
             return None
-        front = cls(server, route)
+        front = cls(server, route, paths)
         server.handle_stream = front.handle_stream  # type: ignore[method-assign]
         return front
 
@@ -195,8 +199,8 @@ class FrontConnection(httputil.HTTPConnection):
         first, _, rest = text.partition("\r\n")
         try:
             start_line = httputil.parse_request_start_line(first)
-            if start_line.version != "HTTP/1.1":
-                return None
+            if start_line.version != "HTTP/1.1" or not start_line.path.startswith(self.front.paths):
+                return None  # (Jupyter's own requests: not parsed twice)
             headers = httputil.HTTPHeaders.parse(rest)
             if self.xheaders:
                 self.context._apply_xheaders(headers)
