@@ -130,6 +130,16 @@ async def test_a_body_goes_to_tornado_with_every_byte_and_the_connection_comes_b
     writer.write(request("GET", proxied, f"X-Proxy-Token: {token}"))
     assert (await read_response(reader))[0] == 200
     assert routed == [f"POST {proxied}"]
+    # even when it came in one write with the body before it (left in tornado's buffer)
+    writer.write(
+        request("POST", proxied, f"X-Proxy-Token: {token}", body=b"y" * 70000)
+        + request("GET", proxied + "?after=1", f"X-Proxy-Token: {token}")
+    )
+    status, _, body = await read_response(reader)
+    assert (status, json.loads(body)["bodyLength"]) == (200, 70000)
+    status, _, body = await read_response(reader)
+    assert (status, json.loads(body)["query"]) == (200, "after=1")
+    assert routed == [f"POST {proxied}", f"POST {proxied}"]
 
 
 @pytest.mark.parametrize(
