@@ -43,6 +43,11 @@ REASONS: dict[str, tuple[int, str]] = {
     # a named service (proxy/services.py): not in allowed_services, or outside a token's scope
     "service_not_allowed": (403, "That service is not allowed."),
     "proxy_disabled": (403, "The proxy is disabled."),
+    # Jupyter's DNS-rebinding guard refused the request's Host (allow_remote_access off)
+    "host_not_allowed": (
+        403,
+        "This server does not answer to that Host name (see ServerApp.allow_remote_access).",
+    ),
     "too_many_attempts": (429, "Too many failed attempts; try again later."),
     "backend_unavailable": (502, "The service behind the proxy is not reachable."),
     # save to ELN (eln_return.py)

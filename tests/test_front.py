@@ -192,8 +192,8 @@ async def test_a_refused_host_gets_the_handlers_403(
     )
     writer.write(data)
     # Then the handler refuses it, as for any request, and the Host is remembered as refused
-    status, _, _ = await read_response(reader)
-    assert status == 403
+    status, _, body = await read_response(reader)
+    assert (status, json.loads(body)["reason"]) == (403, "host_not_allowed")
     assert routed == [f"GET {proxied}"]
     assert bridge.port_proxy.host_checks["rebound.example"] is False
 

@@ -86,7 +86,7 @@ class ProxyHandler(BridgeMixin, ExtensionHandlerMixin, JupyterHandler):
                 self._early = self._preflight
                 return
         if not service.host_allowed(request.host, self.check_host):  # type: ignore[attr-defined]
-            raise web.HTTPError(403)
+            raise LimsError("host_not_allowed")
         self.current_user = self._jupyter_current_user = None  # type: ignore[attr-defined]
         client = hdr.attempt_key(request, trust_xheaders=service.trust_xheaders)
         token = request.headers.get(hdr.TOKEN_HEADER)
