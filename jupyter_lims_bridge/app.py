@@ -665,7 +665,11 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.proxy_front = Front.install(http_server, proxy_fast.front_route(routes), paths)
         if self.proxy_front is None:
             self.log.debug(
-                "lims-bridge: proxy: tornado reads every connection (TLS or untested tornado)"
+                "lims-bridge: proxy: tornado reads every request (TLS, untested tornado)"
+            )
+        else:
+            self.log.debug(
+                "lims-bridge: proxy: the front reads each request first (proxy/front.py)"
             )
 
     def set_proxy_mode(self, mode: str) -> None:
