@@ -656,9 +656,9 @@ class LimsBridge(ExtensionAppJinjaMixin, ExtensionApp):
         self.install_proxy_front(http_server)
 
     def install_proxy_front(self, http_server: Any) -> None:
-        """Let the proxy's fast path read new connections to ``http_server``
-        before tornado does (proxy/front.py): a connection stays with the
-        fast path while its requests are ones it takes."""
+        """Let the proxy's front (proxy/front.py) read each request to
+        ``http_server`` before tornado does: the fast path's requests are
+        served there, any other goes to tornado, one request at a time."""
         base_url = self.serverapp.web_app.settings["base_url"]
         routes = fast_routes(self, base_url)
         paths = (f"{base_url}{urls.NAMESPACE}/proxy/",)  # (Jupyter's base_url ends with "/")
